@@ -7,8 +7,11 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar, Iterator, Sequence
 
+import torch
+
+from rnas.controller import build_controller, normalise_targets, train_controller
 from rnas.spaces.base import Arch, SearchSpace
 
 
@@ -33,3 +36,50 @@ class SearchStrategy(ABC):
 
     def seen(self, history: Sequence[Observation]) -> set[Arch]:
         return {self.space.canonical(o.arch) for o in history}
+
+
+class EmbeddingStrategy(SearchStrategy):
+    """A strategy that fits the controller to what it observed and moves in its latent space.
+
+    Subclasses implement ``moves(latent, n)``: candidate latent points, best first, from the
+    encodings of the top architectures; decoding and deduplication are shared here.
+    """
+
+    def __init__(self, space: SearchSpace, config, seed: int = 0):
+        super().__init__(space, config, seed)
+        self.controller = build_controller(space, config.controller, seed)
+        self.fits = 0
+        self.last_fit: dict = {}
+
+    def fit(self, history: Sequence[Observation]) -> dict:
+        epochs = self.config.train.epochs if self.fits == 0 else self.config.train.refit_epochs
+        self.last_fit = train_controller(self.controller, [o.arch for o in history],
+                                         normalise_targets([o.score for o in history]),
+                                         self.config.train, epochs, seed=self.seed + self.fits)
+        self.fits += 1
+        return self.last_fit
+
+    def propose(self, history: Sequence[Observation], n: int) -> list[Arch]:
+        self.fit(history)
+        return self.generate(history, n)
+
+    def generate(self, history: Sequence[Observation], n: int) -> list[Arch]:
+        """Up to ``n`` new architectures from the latent neighbourhood of the top ``top_k``."""
+        top = sorted(history, key=lambda o: -o.score)[:self.config.top_k]
+        with torch.no_grad():
+            latent = self.controller.encode(self.controller.tokens([o.arch for o in top]))
+        exclude = self.seen(history)
+        out: list[Arch] = []
+        for candidates in self.moves(latent, n):
+            for arch in self.controller.decode_archs(candidates):
+                arch = self.space.canonical(arch)
+                if arch not in exclude:
+                    exclude.add(arch)
+                    out.append(arch)
+                    if len(out) == n:
+                        return out
+        return out
+
+    @abstractmethod
+    def moves(self, latent: torch.Tensor, n: int) -> Iterator[torch.Tensor]:
+        """Yield batches of latent points [B, T, d] to decode, most promising first."""

@@ -1,0 +1,86 @@
+import random
+
+import pytest
+import torch
+
+from rnas.config import ConfigError, from_dict
+from rnas.controller import (ControllerConfig, ControllerTrainConfig, build_controller,
+                             evaluate_controller, kendall_tau, normalise_targets, train_controller)
+from rnas.spaces import get_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space("nao_cnn")
+
+
+def small_config():
+    return ControllerConfig(token_embedding=16, hidden=32, mlp_layers=2, mlp_hidden=32, dropout=0.0)
+
+
+def test_encoder_shapes_and_prediction_range(space):
+    ctrl = build_controller(space, small_config(), seed=0)
+    archs = space.sample_unique(7, random.Random(0))
+    latent = ctrl.encode(ctrl.tokens(archs))
+    assert latent.shape == (7, 20, 32)
+    pred = ctrl.predict(latent)
+    assert pred.shape == (7,) and ((pred > 0) & (pred < 1)).all()
+
+
+def test_decoding_any_latent_yields_valid_architectures(space):
+    ctrl = build_controller(space, small_config(), seed=0)
+    torch.manual_seed(0)
+    for scale in (0.01, 1.0, 100.0):
+        latent = torch.randn(64, 20, 32) * scale
+        for arch in ctrl.decode_archs(latent):
+            assert space.is_valid(arch)
+
+
+def test_build_is_deterministic_per_seed(space):
+    a, b, c = (build_controller(space, small_config(), seed=s) for s in (1, 1, 2))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_training_fits_predictor_and_reconstructs(space):
+    torch.set_num_threads(1)
+    archs = space.sample_unique(120, random.Random(0))
+    # a learnable target: share of sep-conv 3x3 ops in the normal cell
+    scores = [sum(a[i] == 0 for i in range(1, 20, 2)) / 10 for a in archs]
+    ctrl = build_controller(space, small_config(), seed=0)
+    cfg = ControllerTrainConfig(batch_size=40, lr=1e-2)
+    before = evaluate_controller(ctrl, archs, scores)
+    train_controller(ctrl, archs, normalise_targets(scores), cfg, epochs=150, seed=0)
+    after = evaluate_controller(ctrl, archs, scores)
+    assert after["kendall_tau"] > 0.6 > before["kendall_tau"]
+    assert after["reconstruction_token_acc"] > 0.9 > before["reconstruction_token_acc"]
+
+
+def test_training_is_deterministic(space):
+    archs = space.sample_unique(30, random.Random(0))
+    scores = normalise_targets([random.Random(i).random() for i in range(30)])
+    runs = []
+    for _ in range(2):
+        ctrl = build_controller(space, small_config(), seed=0)
+        runs.append(train_controller(ctrl, archs, scores, ControllerTrainConfig(batch_size=10), 3, seed=5))
+    assert runs[0] == runs[1]
+
+
+def test_kendall_tau():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+
+
+def test_normalise_targets():
+    assert normalise_targets([2.0, 4.0, 3.0]) == [0.0, 1.0, 0.5]
+    assert normalise_targets([1.0, 1.0]) == [0.5, 0.5]
+
+
+def test_config_validation_names_the_key():
+    with pytest.raises(ConfigError, match=r"controller\.hidden: must be positive"):
+        from_dict(ControllerConfig, {"hidden": 0}, "controller")
+    with pytest.raises(ConfigError, match=r"unknown parameter controller\.hiden"):
+        from_dict(ControllerConfig, {"hiden": 3}, "controller")
+    with pytest.raises(ConfigError, match=r"controller\.dropout: expected float"):
+        from_dict(ControllerConfig, {"dropout": "x"}, "controller")
