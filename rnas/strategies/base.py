@@ -50,6 +50,7 @@ class EmbeddingStrategy(SearchStrategy):
         self.controller = build_controller(space, config.controller, seed)
         self.fits = 0
         self.last_fit: dict = {}
+        self.fitted_on: tuple[Observation, ...] | None = None
 
     def fit(self, history: Sequence[Observation]) -> dict:
         epochs = self.config.train.epochs if self.fits == 0 else self.config.train.refit_epochs
@@ -57,10 +58,19 @@ class EmbeddingStrategy(SearchStrategy):
                                          normalise_targets([o.score for o in history]),
                                          self.config.train, epochs, seed=self.seed + self.fits)
         self.fits += 1
+        self.fitted_on = tuple(history)
         return self.last_fit
 
+    def adopt(self, state_dict: dict, history: Sequence[Observation]) -> None:
+        """Take a controller already fitted on ``history`` (e.g. by the pipeline's embed stage)."""
+        self.controller.load_state_dict(state_dict)
+        self.controller.eval()
+        self.fits = max(self.fits, 1)
+        self.fitted_on = tuple(history)
+
     def propose(self, history: Sequence[Observation], n: int) -> list[Arch]:
-        self.fit(history)
+        if self.fitted_on != tuple(history):
+            self.fit(history)
         return self.generate(history, n)
 
     def generate(self, history: Sequence[Observation], n: int) -> list[Arch]:

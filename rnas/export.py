@@ -1,0 +1,53 @@
+"""The found network outside the pipeline: build it from an architecture, or load a trained one.
+
+    from rnas.export import load_model
+    model, card = load_model("artifacts/retrain/model.pt")          # trained weights
+    model, card = load_model("artifacts/retrain/model.pt", weights=False)  # architecture only
+
+A model file holds plain tensors and a JSON-able card (space, architecture string, network
+config, classes, normalisation): it loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from rnas.artifacts import load_checkpoint, save_checkpoint
+from rnas.config import from_dict
+from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR
+from rnas.spaces import get_space
+
+
+def build_network(arch: str, child: ChildConfig | dict[str, Any] | None = None, num_classes: int = 10,
+                  in_channels: int = 3, space: str = "nao_cnn") -> NetworkCIFAR:
+    """A freshly initialised final network for ``arch`` (the space's string form)."""
+    search_space = get_space(space)
+    if not isinstance(child, ChildConfig):
+        child = from_dict(ChildConfig, child or {}, "child")
+    return NetworkCIFAR(search_space, search_space.from_str(arch), child, num_classes, in_channels)
+
+
+def save_model(path: str | os.PathLike, model: NetworkCIFAR, card: dict[str, Any]) -> None:
+    save_checkpoint(path, {"card": card, "state_dict": model.state_dict()})
+
+
+def model_card(space: str, arch: str, child: ChildConfig, num_classes: int, in_channels: int,
+               classes: list[str], mean, std, provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"space": space, "arch": arch, "child": dataclasses.asdict(child), "num_classes": num_classes,
+            "in_channels": in_channels, "classes": list(classes), "mean": list(mean), "std": list(std),
+            "provenance": provenance}
+
+
+def load_model(path: str | os.PathLike, weights: bool = True,
+               device: str | torch.device = "cpu") -> tuple[NetworkCIFAR, dict[str, Any]]:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    payload = load_checkpoint(path, map_location=device)
+    card = payload["card"]
+    model = build_network(card["arch"], card["child"], card["num_classes"], card["in_channels"], card["space"])
+    if weights:
+        model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), card

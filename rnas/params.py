@@ -1,0 +1,140 @@
+"""The pipeline's parameters (params.yaml), typed and validated before any work starts.
+
+Each block is the config dataclass of the library part that uses it, so what a stage reads
+is exactly what the library takes. ``load_params`` reports the first bad key in one line.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnas.config import from_dict, require
+from rnas.controller import ControllerConfig, ControllerTrainConfig
+from rnas.data.prepare import DataConfig
+from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.supernet_cnn import SupernetConfig
+from rnas.spaces import available_spaces
+from rnas.strategies import available_strategies, strategy_class
+from rnas.tracking import TrackingConfig
+from rnas.training.child import ChildTrainConfig
+from rnas.training.supernet import SupernetTrainConfig
+
+
+@dataclass
+class DataParams:
+    search: DataConfig = field(default_factory=DataConfig)
+    #: retrain/evaluate on another dataset (transfer, e.g. CINIC-10); null = the search dataset
+    final: DataConfig | None = None
+
+
+@dataclass
+class WarmupParams:
+    pool_size: int = 1000
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    train: SupernetTrainConfig = field(default_factory=SupernetTrainConfig)
+
+    def check(self):
+        require(self.pool_size >= 2, "pool_size", "must be at least 2")
+
+
+@dataclass
+class EmbedParams:
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    train: ControllerTrainConfig = field(default_factory=ControllerTrainConfig)
+    #: share of the pool held out to measure the predictor (Kendall tau) and the decoder
+    holdout_fraction: float = 0.1
+
+    def check(self):
+        require(0 <= self.holdout_fraction < 1, "holdout_fraction", "must be in [0, 1)")
+
+
+@dataclass
+class SearchParams:
+    strategy: str = "rnas"
+    rounds: int = 4
+    n_new: int = 300               # architectures proposed per round
+    n_random: int = 50             # fresh random architectures per round (exploration)
+    epochs_per_round: int = 30     # supernet training on each refreshed pool
+    top: int = 5                   # architectures reported at the end
+    #: per-strategy options, e.g. ``rnas: {mras: {iterations: 50}}`` (the controller comes from `embed`)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def check(self):
+        require(self.strategy in available_strategies(), "strategy",
+                f"{self.strategy!r} is not one of {', '.join(available_strategies())}")
+        for key in ("rounds", "top"):
+            require(getattr(self, key) > 0, key, "must be positive")
+        for key in ("n_new", "n_random", "epochs_per_round"):
+            require(getattr(self, key) >= 0, key, "must be >= 0")
+        for name, options in self.strategies.items():
+            require(name in available_strategies(), f"strategies.{name}", "is not a known strategy")
+            require(isinstance(options, dict), f"strategies.{name}", "must be a mapping")
+
+    def strategy_options(self, embed: EmbedParams) -> dict[str, Any]:
+        """The chosen strategy's options, with the embedding's controller settings where it takes them."""
+        options = dict(self.strategies.get(self.strategy) or {})
+        fields = strategy_class(self.strategy).Config.__dataclass_fields__
+        if "controller" in fields:
+            options["controller"] = vars(embed.controller)
+        if "train" in fields:
+            options["train"] = vars(embed.train)
+        return options
+
+
+@dataclass
+class RetrainParams:
+    child: ChildConfig = field(default_factory=ChildConfig)
+    train: ChildTrainConfig = field(default_factory=ChildTrainConfig)
+    #: retrain this architecture (space string) instead of the search's winner
+    arch: str | None = None
+    #: also train on the search's validation split (the paper trains the final net on all 50k)
+    train_on_valid: bool = True
+
+
+@dataclass
+class EvaluateParams:
+    batch_size: int = 256
+    latency_batch_size: int = 1
+    latency_repeats: int = 20
+
+    def check(self):
+        for key in ("batch_size", "latency_batch_size", "latency_repeats"):
+            require(getattr(self, key) > 0, key, "must be positive")
+
+
+@dataclass
+class PipelineParams:
+    seed: int = 0
+    device: str = "auto"
+    space: str = "nao_cnn"
+    data: DataParams = field(default_factory=DataParams)
+    warmup: WarmupParams = field(default_factory=WarmupParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    search: SearchParams = field(default_factory=SearchParams)
+    retrain: RetrainParams = field(default_factory=RetrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def check(self):
+        require(self.space in available_spaces(), "space",
+                f"{self.space!r} is not one of {', '.join(available_spaces())}")
+        s, pool = self.search, self.warmup.pool_size
+        require(s.n_new + s.n_random < pool, "search.n_new",
+                f"n_new + n_random ({s.n_new} + {s.n_random}) must be smaller than warmup.pool_size ({pool})")
+        require(s.top <= pool, "search.top", f"must be at most warmup.pool_size ({pool})")
+        # validate the chosen strategy's options now, not rounds into the search
+        from_dict(strategy_class(s.strategy).Config, s.strategy_options(self.embed),
+                  f"search.strategies.{s.strategy}")
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> PipelineParams:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"parameters file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    return from_dict(PipelineParams, data)
+

@@ -1,0 +1,93 @@
+"""sample: the search rounds (ALGORITHM.md §5): propose new architectures, refresh the pool, train on.
+
+Each round: score the pool with the supernet, (re)fit the strategy on the scores, let it propose
+``n_new`` architectures (RNAS: MRAS in the embedding), keep the best of the old pool, add
+``n_random`` fresh random ones, and continue supernet training on the new pool.
+"""
+import random
+import statistics
+
+import pandas as pd
+
+from rnas.artifacts import atomic_dir, load_checkpoint, write_json
+from rnas.data.images import load_split
+from rnas.pipeline import ARTIFACTS, build_supernet_trainer, prepared_dir, require_inputs, stage_main
+from rnas.pool import ArchPool
+from rnas.strategies import make_strategy
+from rnas.strategies.base import EmbeddingStrategy
+
+TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites"]
+
+
+def summarise(round_: int, pool: ArchPool) -> dict:
+    """Scores of the pool, and of last round's newcomers by origin: are proposals beating random?"""
+    row = {"round": round_, "best": max(pool.scores), "median": statistics.median(pool.scores)}
+    for origin in ("proposed", "random"):
+        scores = [s for s, o, r in zip(pool.scores, pool.columns["origin"], pool.columns["round"])
+                  if o == origin and r == round_ - 1]
+        row[f"{origin}_mean"] = statistics.mean(scores) if scores else float("nan")
+    return row
+
+
+@stage_main("sample")
+def main(ctx):
+    p, s = ctx.params, ctx.params.search
+    data = prepared_dir(p, final=False)
+    require_inputs(data / "meta.json", ARTIFACTS / "warmup/supernet.pt", ARTIFACTS / "warmup/pool.csv",
+                   ARTIFACTS / "embed/controller.pt")
+    strategy = make_strategy(s.strategy, ctx.space, s.strategy_options(p.embed), seed=p.seed,
+                             key=f"search.strategies.{s.strategy}")
+    train, valid = load_split(data, "train"), load_split(data, "valid")
+    trainer = build_supernet_trainer(ctx, train)
+    trainer.load(ARTIFACTS / "warmup/supernet.pt")
+    train_batches, score_batches = trainer.train_batches(train, p.seed), trainer.score_batches(valid)
+    pool = ArchPool.from_csv(ctx.space, ARTIFACTS / "warmup/pool.csv")
+    pool.columns["origin"] = ["seed"] * len(pool)
+    if isinstance(strategy, EmbeddingStrategy):
+        strategy.adopt(load_checkpoint(ARTIFACTS / "embed/controller.pt")["state_dict"], pool.observations())
+    rng = random.Random(p.seed + 1)
+    rounds, trace, pools = [], [], []
+    for round_ in range(1, s.rounds + 1):
+        if round_ > 1:
+            pool.scores = trainer.score(pool.archs, score_batches)
+        rounds.append(summarise(round_, pool))
+        ctx.run.log_metrics({k: v for k, v in rounds[-1].items() if k != "round"}, step=round_)
+        proposed = strategy.propose(pool.observations(), s.n_new)
+        search = getattr(strategy, "last_search", None)  # only RNAS runs MRAS
+        if search is not None:
+            trace += [{"round": round_, **row} for row in search.trace]
+        fresh = ctx.space.sample_unique(s.n_random, rng, exclude=set(pool.archs) | set(proposed))
+        kept = pool.top(p.warmup.pool_size - len(proposed) - len(fresh))
+        pool = kept.extend(proposed + fresh, round=[round_] * (len(proposed) + len(fresh)),
+                           origin=["proposed"] * len(proposed) + ["random"] * len(fresh))
+        print(f"[sample] round {round_}/{s.rounds}: {len(proposed)} proposed by {s.strategy}, "
+              f"{len(fresh)} random, {len(kept)} kept")
+        trainer.train_epochs(pool.archs, s.epochs_per_round, train_batches, label=f"round {round_}",
+                             on_epoch=lambda r: ctx.run.log_metrics({"supernet_" + k: v for k, v in r.items()},
+                                                                    step=r["epoch"]))
+        pools.append(pool)
+    pool.scores = trainer.score(pool.archs, score_batches)
+    rounds.append(summarise(s.rounds + 1, pool))
+    top = pool.top(s.top)
+    best = {"arch": ctx.space.to_str(top.archs[0]), "score": top.scores[0], "space": ctx.space.name,
+            "strategy": s.strategy}
+    metrics = {"best_score": top.scores[0], "top_mean_score": statistics.mean(top.scores),
+               "final_median_score": rounds[-1]["median"]}
+    ctx.run.log_metrics(metrics)
+    with atomic_dir(ctx.out) as out:
+        for round_, round_pool in enumerate(pools, start=1):
+            round_pool.to_csv(out / f"pool_round{round_}.csv")
+        pool.to_csv(out / "pool_final.csv")
+        top.to_csv(out / "top.csv")
+        pd.DataFrame(rounds).to_csv(out / "rounds.csv", index=False)
+        pd.DataFrame(trace, columns=TRACE_COLUMNS).to_csv(out / "mras_trace.csv", index=False)
+        write_json(out / "best.json", best)
+        write_json(out / "metrics.json", metrics)
+        ctx.write_provenance(out)
+    for name in ("top.csv", "rounds.csv", "best.json"):
+        ctx.run.log_artifact(ctx.out / name)
+    print(f"[sample] best architecture (supernet score {best['score']:.3f}): {best['arch']}")
+
+
+if __name__ == "__main__":
+    main()
