@@ -10,7 +10,8 @@ def main(ctx):
     with atomic_dir(PREPARED) as out:
         datasets = {"search": data.search} if data.final is None else {"search": data.search, "final": data.final}
         for name, cfg in datasets.items():
-            meta = prepare_dataset(cfg, out / name, progress=lambda line: print(f"[prepare] {line}", flush=True))
+            meta = prepare_dataset(cfg, out / name, key=f"data.{name}",
+                                   progress=lambda line: print(f"[prepare] {line}", flush=True))
             ctx.run.log_metrics({f"{name}_{split}_images": n for split, n in meta["counts"].items()})
 
 

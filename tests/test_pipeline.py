@@ -1,0 +1,114 @@
+"""End to end: `dvc repro` of the smoke profile in a temporary git repo, then an experiment."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, check=True, **env):
+    environ = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env}
+    result = subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def compose(project: Path, *overrides: str) -> None:
+    from dvc.utils.hydra import compose_and_dump
+    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project), list(overrides))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A clone of this project's tracked files, with the smoke profile composed into params.yaml."""
+    project = tmp_path_factory.mktemp("project")
+    files = run(["git", "ls-files", "-co", "--exclude-standard"], ROOT).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith((".venv", "data/", "artifacts/")):
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    compose(project, "profile=smoke", "device=cpu")
+    run(["git", "init", "-q"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"], project)
+    return project
+
+
+def test_committed_params_are_the_composed_default(tmp_path):
+    from dvc.utils.hydra import compose_and_dump
+    compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT), [])
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_every_profile_composes_to_valid_params(tmp_path):
+    from rnas.params import load_params
+    for profile in sorted(p.stem for p in (ROOT / "conf/profile").glob("*.yaml")):
+        from dvc.utils.hydra import compose_and_dump
+        compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT),
+                         [f"profile={profile}", "++data.search.root=/data/some-root"])
+        load_params(tmp_path / "params.yaml")
+
+
+def test_dvc_repro_runs_all_stages_and_an_experiment_reruns_only_what_changed(project):
+    result = run(["dvc", "repro"], project)
+    for stage in ("prepare", "warmup", "embed", "sample", "retrain", "evaluate"):
+        assert f"Running stage '{stage}'" in result.stdout
+    metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["params_m"] > 0
+    for name in ("cells.png", "training_curves.png", "search_curve.png", "predictor_scatter.png"):
+        assert (project / "artifacts/evaluate" / name).read_bytes()[:4] == b"\x89PNG"
+    provenance = json.loads((project / "artifacts/sample/provenance.json").read_text())
+    assert provenance["seed"] == 0 and provenance["params"]["search"]["strategy"] == "rnas"
+
+    result = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "device=cpu",
+                  "-S", "search.strategy=random", "-n", "random-search"], project)
+    for stage in ("prepare", "warmup", "embed"):
+        assert f"Stage '{stage}' didn't change, skipping" in result.stdout, result.stdout
+    assert "Running stage 'sample'" in result.stdout
+    shown = run(["dvc", "exp", "show", "--json"], project).stdout
+    assert "random-search" in shown
+
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("rnas").experiment_id])
+    stages = {r.data.tags.get("rnas.stage") for r in runs}
+    assert {"prepare", "warmup", "embed", "sample", "retrain", "evaluate"} <= stages
+    assert any(r.info.run_name == "random-search" for r in runs)
+
+
+def copy_sources(project: Path, to: Path) -> None:
+    """The project without its data, artifacts and repositories: a stage run here starts from nothing."""
+    top_level_only = {"artifacts", "data", ".dvc", ".git", "mlflow.db"}
+    shutil.copytree(project, to, ignore=lambda folder, names: top_level_only & set(names) if folder == str(project) else [])
+
+
+def test_bad_parameter_stops_before_any_work(project, tmp_path):
+    copy_sources(project, tmp_path / "p")
+    params = yaml.safe_load((tmp_path / "p/params.yaml").read_text())
+    params["search"]["n_new"] = 10_000
+    (tmp_path / "p/params.yaml").write_text(yaml.safe_dump(params))
+    result = run([sys.executable, "-m", "stages.warmup"], tmp_path / "p", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: search.n_new: n_new + n_random (10000 + 2) must be smaller than warmup.pool_size (12)"]
+    assert not (tmp_path / "p/artifacts").exists()
+
+
+def test_missing_data_is_a_clear_error(project, tmp_path):
+    copy_sources(project, tmp_path / "p")
+    params = yaml.safe_load((tmp_path / "p/params.yaml").read_text())
+    params["data"]["search"].update(dataset="imagefolder", root=str(tmp_path / "nowhere.tar.gz"))
+    params["tracking"]["enabled"] = False
+    (tmp_path / "p/params.yaml").write_text(yaml.safe_dump(params))
+    result = run([sys.executable, "-m", "stages.prepare"], tmp_path / "p", check=False)
+    assert result.returncode == 2
+    assert "data.search.root" in result.stderr and "nowhere.tar.gz" in result.stderr
+    assert not (tmp_path / "p/data/prepared").exists()
