@@ -11,10 +11,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+GIT_IDENTITY = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "rnas-test"), ("EMAIL", "rnas-test@localhost"))}
 
 
 def run(cmd, cwd, check=True, **env):
-    environ = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env}
+    environ = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY, **env}
     result = subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -38,7 +40,7 @@ def project(tmp_path_factory):
     compose(project, "profile=smoke", "device=cpu")
     run(["git", "init", "-q"], project)
     run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"], project)
+    run(["git", "commit", "-qm", "smoke"], project)
     return project
 
 

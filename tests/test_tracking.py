@@ -1,0 +1,172 @@
+"""MLflow tracking: one parent per pipeline run, nested stage runs, concurrent SQLite writers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rnas.config import ConfigError, from_dict
+from rnas.tracking import (PARENT_RUN_TAG, PIPELINE_KEY_TAG, STAGE_TAG, TrackingConfig, stage_run,
+                           tracking_uri)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DVC_ENV = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
+
+# One stage process: params, 100 steps of two metrics, a tag and an artifact.
+STAGE_SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from rnas.tracking import TrackingConfig, stage_run
+
+    root, stage, steps = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    artifact = root / f"{stage}.txt"
+    artifact.write_text(stage)
+    with stage_run(stage, TrackingConfig(), root, {"train": {"lr": 0.1, "steps": steps}}) as run:
+        for step in range(steps):
+            run.log_metrics({"loss": 1.0 / (step + 1), "acc": step / steps}, step=step)
+        run.set_tags({"custom": stage})
+        run.log_artifact(artifact)
+""")
+
+
+@pytest.fixture(autouse=True)
+def no_dvc_env(monkeypatch):
+    for name in DVC_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_python(code: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    environment = {k: v for k, v in os.environ.items() if k not in DVC_ENV}
+    environment.update(env or {}, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def runs_by_name(client, experiment: str = "rnas") -> dict[str, list]:
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs: dict[str, list] = {}
+    for run in client.search_runs([experiment_id], max_results=1000):
+        runs.setdefault(run.info.run_name, []).append(run)
+    return runs
+
+
+def test_tracking_uri_defaults_to_original_project_even_from_dvc_temp_copy(tmp_path, monkeypatch):
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    assert tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri(TrackingConfig(), copy) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri(TrackingConfig(uri="sqlite:///runs/t.db"), copy) == f"sqlite:///{tmp_path / 'runs/t.db'}"
+    assert tracking_uri(TrackingConfig(uri="http://mlflow:5000"), copy) == "http://mlflow:5000"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "origin"))
+    assert tracking_uri(TrackingConfig(), copy) == f"sqlite:///{tmp_path / 'origin' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert tracking_uri(TrackingConfig(uri="sqlite:///ignored.db"), copy) == "sqlite:////elsewhere/x.db"
+    with pytest.raises(ConfigError, match="tracking.experiment"):
+        from_dict(TrackingConfig, {"experiment": " "}, "tracking")
+
+
+def test_disabled_tracking_imports_nothing_and_writes_nothing(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from rnas.tracking import TrackingConfig, stage_run
+
+        with stage_run("warmup", TrackingConfig(enabled=False), Path.cwd(), {"a": {"b": 1}}) as run:
+            run.log_metrics({"loss": 1.0}, step=0)
+            run.log_artifact(Path("no-such-file"))
+            run.set_tags({"k": "v"})
+        assert "mlflow" not in sys.modules, "mlflow was imported"
+    """)
+    process = run_python(code, cwd=tmp_path)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_stage_processes_share_one_parent_named_after_dvc_experiment(tmp_path):
+    from mlflow import MlflowClient
+
+    env = {"DVC_EXP_NAME": "lucky-lynx", "DVC_EXP_BASELINE_REV": "0" * 40}
+    steps = 100
+    processes = {stage: run_python(STAGE_SCRIPT, str(tmp_path), stage, str(steps), cwd=tmp_path, env=env)
+                 for stage in ("warmup", "search")}
+    for stage, process in processes.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{stage}:\n{stderr}"
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = runs_by_name(client)
+    assert sorted(runs) == ["lucky-lynx", "search", "warmup"]
+    assert all(len(group) == 1 for group in runs.values()), "duplicate runs (a second parent?)"
+    parent = runs["lucky-lynx"][0]
+    assert PIPELINE_KEY_TAG in parent.data.tags
+    for stage in ("warmup", "search"):
+        run = runs[stage][0]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[PARENT_RUN_TAG] == parent.info.run_id
+        assert run.data.tags[STAGE_TAG] == stage and run.data.tags["custom"] == stage
+        assert run.data.tags["rnas.dvc_exp_name"] == "lucky-lynx"
+        assert run.data.params == {"train.lr": "0.1", "train.steps": str(steps)}
+        for key in ("loss", "acc"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(steps)), f"{stage}.{key} lost steps"
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == [f"{stage}.txt"]
+    assert parent.info.status == "FINISHED"
+
+
+def test_stages_of_one_repro_join_one_parent_and_new_params_start_another(tmp_path):
+    from mlflow import MlflowClient
+
+    origin = tmp_path / "repo"
+    copy = origin / ".dvc" / "tmp" / "exps" / "tmp0001"
+    copy.mkdir(parents=True)
+    (copy / "params.yaml").write_text("train:\n  lr: 0.1\n")
+    (copy / "pool").mkdir()
+    (copy / "pool" / "pool.csv").write_text("arch,score\n0 1,0.5\n")
+    cfg = TrackingConfig(experiment="repro")
+
+    with stage_run("prepare", cfg, copy, {"seed": 0, "note": "x" * 7000}) as run:
+        run.log_metrics({"pool_size": 3.0})
+        run.log_artifact(copy / "pool")
+    with pytest.raises(RuntimeError):
+        with stage_run("train", cfg, copy, {"lr": 0.1}):
+            raise RuntimeError("stage failed")
+    (copy / "params.yaml").write_text("train:\n  lr: 0.2\n")
+    with stage_run("train", cfg, copy, {"lr": 0.2}):
+        pass
+
+    assert not (copy / "mlflow.db").exists()
+    client = MlflowClient(f"sqlite:///{origin / 'mlflow.db'}")
+    runs = runs_by_name(client, "repro")
+    parents = [run for group in runs.values() for run in group if PIPELINE_KEY_TAG in run.data.tags]
+    assert len(parents) == 2 and all(p.info.run_name.startswith("repro-no-git-") for p in parents)
+    first_parent = runs["prepare"][0].data.tags[PARENT_RUN_TAG]
+    failed, second = sorted(runs["train"], key=lambda run: run.info.start_time)
+    assert failed.data.tags[PARENT_RUN_TAG] == first_parent and failed.info.status == "FAILED"
+    assert client.get_run(first_parent).info.status == "FAILED"
+    assert second.data.tags[PARENT_RUN_TAG] != first_parent and second.info.status == "FINISHED"
+    assert runs["prepare"][0].data.metrics == {"pool_size": 3.0}
+    assert len(runs["prepare"][0].data.params["note"]) == 6000
+    assert [a.path for a in client.list_artifacts(runs["prepare"][0].info.run_id, "pool")] == ["pool/pool.csv"]
+
+
+def test_store_calls_are_retried_while_sqlite_is_locked_and_only_then(monkeypatch):
+    from rnas import tracking
+
+    monkeypatch.setattr(tracking, "LOCK_BACKOFF_S", 0.0)
+    calls = []
+
+    def write(error: Exception | None):
+        calls.append(error)
+        if error is not None and len(calls) <= 3:
+            raise error
+        return len(calls)
+
+    assert tracking._retry_locked(write, RuntimeError("(sqlite3.OperationalError) database is locked")) == 4
+    calls.clear()
+    with pytest.raises(ValueError):
+        tracking._retry_locked(write, ValueError("invalid metric key"))
+    assert len(calls) == 1
