@@ -55,7 +55,8 @@ def test_every_profile_composes_to_valid_params(tmp_path):
     for profile in sorted(p.stem for p in (ROOT / "conf/profile").glob("*.yaml")):
         from dvc.utils.hydra import compose_and_dump
         compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT),
-                         [f"profile={profile}", "++data.search.root=/data/some-root"])
+                         [f"profile={profile}", "++data.search.root=/data/some-root",
+                          "++data.final.root=/data/other-root"])
         load_params(tmp_path / "params.yaml")
 
 
