@@ -146,7 +146,18 @@ def normalise_targets(scores: Sequence[float]) -> list[float]:
 def train_controller(controller: Controller, archs: Sequence[Arch], targets: Sequence[float],
                      cfg: ControllerTrainConfig, epochs: int, seed: int,
                      on_epoch: Callable[[int, dict], None] | None = None) -> dict:
-    """Fit predictor + decoder on (archs, targets in [0, 1]); returns the last epoch's losses."""
+    """Fit predictor + decoder on (archs, targets in [0, 1]); returns the last epoch's losses.
+
+    Deterministic given ``seed``: dropout draws from a torch RNG seeded here, and the caller's
+    global RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_controller(controller, archs, targets, cfg, epochs, seed, on_epoch)
+
+
+def _train_controller(controller: Controller, archs: Sequence[Arch], targets: Sequence[float],
+                      cfg: ControllerTrainConfig, epochs: int, seed: int,
+                      on_epoch: Callable[[int, dict], None] | None) -> dict:
     space = controller.space
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -100,3 +100,15 @@ def test_embedding_strategies_improve_a_synthetic_objective():
 def test_unknown_strategy_option_names_the_key():
     with pytest.raises(ConfigError, match=r"unknown parameter search\.rnas\.mras\.iterationz"):
         make_strategy("rnas", get_space("nao_cnn"), {"mras": {"iterationz": 3}}, key="search.rnas")
+
+
+def test_embedding_strategies_start_random_and_never_come_back_empty():
+    space = get_space("nao_cnn")
+    options = {"controller": {"token_embedding": 8, "hidden": 16, "mlp_hidden": 16},
+               "train": {"epochs": 2}, "initial_random": 5, "top_k": 3}
+    for name in ("rnas", "nao"):
+        strategy = make_strategy(name, space, {**options, **({"mras": {"iterations": 2}} if name == "rnas" else {})})
+        first = strategy.propose([], 5)
+        assert len(first) == 5 and strategy.fits == 0          # random start: nothing to fit yet
+        history = [Observation(a, 1.0) for a in first]       # constant scores: nothing to climb
+        assert len(strategy.propose(history, 40)) == 40 and strategy.fits == 1

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Sequence
 
 import torch
 
-from rnas.controller import build_controller, normalise_targets, train_controller
+from rnas.config import require
+from rnas.controller import (ControllerConfig, ControllerTrainConfig, build_controller, normalise_targets,
+                             train_controller)
 from rnas.spaces.base import Arch, SearchSpace
 
 
@@ -36,6 +38,20 @@ class SearchStrategy(ABC):
 
     def seen(self, history: Sequence[Observation]) -> set[Arch]:
         return {self.space.canonical(o.arch) for o in history}
+
+
+@dataclass
+class EmbeddingConfig:
+    """Options shared by the strategies that search in the controller's latent space."""
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    train: ControllerTrainConfig = field(default_factory=ControllerTrainConfig)
+    top_k: int = 100              # moves start from the encodings of the top-k observed
+    batch_size: int = 10          # architectures proposed per call in a query-by-query search
+    initial_random: int = 10      # propose random architectures until this many are observed
+
+    def check(self):
+        for key in ("top_k", "batch_size", "initial_random"):
+            require(getattr(self, key) > 0, key, "must be positive")
 
 
 class EmbeddingStrategy(SearchStrategy):
@@ -69,9 +85,15 @@ class EmbeddingStrategy(SearchStrategy):
         self.fitted_on = tuple(history)
 
     def propose(self, history: Sequence[Observation], n: int) -> list[Arch]:
-        if self.fitted_on != tuple(history):
-            self.fit(history)
-        return self.generate(history, n)
+        """Moves in the embedding once enough is observed; random architectures fill any shortfall
+        (a collapsed search distribution), so a proposal is never empty while the space is not."""
+        proposed = []
+        if len(history) >= self.config.initial_random:
+            if self.fitted_on != tuple(history):
+                self.fit(history)
+            proposed = self.generate(history, n)
+        return proposed + self.space.sample_unique(n - len(proposed), self.rng,
+                                                   exclude=self.seen(history) | set(proposed))
 
     def generate(self, history: Sequence[Observation], n: int) -> list[Arch]:
         """Up to ``n`` new architectures from the latent neighbourhood of the top ``top_k``."""

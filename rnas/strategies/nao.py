@@ -6,27 +6,23 @@ decode (Luo et al. 2018).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from rnas.config import require
-from rnas.controller import ControllerConfig, ControllerTrainConfig
-from rnas.strategies.base import EmbeddingStrategy
+from rnas.strategies.base import EmbeddingConfig, EmbeddingStrategy
 
 
 @dataclass
-class NAOConfig:
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
-    train: ControllerTrainConfig = field(default_factory=ControllerTrainConfig)
-    top_k: int = 100
+class NAOConfig(EmbeddingConfig):
     step: float = 1.0             # lambda grows by this much per attempt
     max_steps: int = 30
 
     def check(self):
-        require(self.top_k > 0, "top_k", "must be positive")
+        super().check()
         require(self.step > 0, "step", "must be positive")
         require(self.max_steps > 0, "max_steps", "must be positive")
 

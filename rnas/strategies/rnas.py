@@ -16,8 +16,7 @@ import torch
 from torch import Tensor
 
 from rnas.config import require
-from rnas.controller import ControllerConfig, ControllerTrainConfig
-from rnas.strategies.base import EmbeddingStrategy
+from rnas.strategies.base import EmbeddingConfig, EmbeddingStrategy
 
 
 @dataclass
@@ -122,17 +121,15 @@ def _sampling_log_density(x: Tensor, mean: Tensor, var: Tensor, init_mean: Tenso
 
 
 @dataclass
-class RNASConfig:
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
-    train: ControllerTrainConfig = field(default_factory=ControllerTrainConfig)
+class RNASConfig(EmbeddingConfig):
     mras: MRASConfig = field(default_factory=MRASConfig)
-    top_k: int = 100              # MRAS starts from the encodings of the top-k observed
     final_samples: int = 299      # M: decoded from the final distribution (besides its mean)
     max_draws: int = 20           # batches of M drawn at most while new architectures are short
     widen: float = 1.5            # each further batch is drawn with sigma scaled by this much more
 
     def check(self):
-        for key in ("top_k", "final_samples", "max_draws"):
+        super().check()
+        for key in ("final_samples", "max_draws"):
             require(getattr(self, key) > 0, key, "must be positive")
         require(self.widen >= 1, "widen", "must be >= 1")
 

@@ -1,0 +1,197 @@
+"""Training a final network from scratch (ALGORITHM.md §6), resumable from a per-epoch checkpoint.
+
+The checkpoint carries the caller's run fingerprint: an interrupted run with the same
+fingerprint continues at the next epoch and ends with the weights an uninterrupted run would
+have; a checkpoint with another fingerprint is ignored and training starts over.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnas.artifacts import load_checkpoint, save_checkpoint
+from rnas.config import require
+from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit
+from rnas.device import autocast, memory_format, use_channels_last
+from rnas.training.distributed import DistributedContext
+from rnas.training.progress import Progress
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ChildTrainConfig:
+    epochs: int = 600
+    batch_size: int = 128            # global: split over the ranks of a torchrun job
+    lr_max: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    auxiliary_weight: float = 0.4    # loss weight of the auxiliary head, if the network has one
+    drop_path_prob: float = 0.2      # reached at the end of training, ramped linearly from 0
+    mixed_precision: bool = True     # bf16 autocast on CUDA; ignored on CPU
+    compile: bool = False            # torch.compile the network
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(cutout=16))
+
+    def check(self) -> None:
+        require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(0 <= self.lr_min <= self.lr_max, "lr_min", "must be in [0, lr_max]")
+        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.grad_clip > 0, "grad_clip", "must be > 0")
+        require(self.auxiliary_weight >= 0, "auxiliary_weight", "must be >= 0")
+        require(0 <= self.drop_path_prob < 1, "drop_path_prob", "must be in [0, 1)")
+
+
+def drop_path_prob_at(cfg: ChildTrainConfig, epoch: int) -> float:
+    """Drop-path probability during 0-based ``epoch``: 0 at the start, rising linearly."""
+    return cfg.drop_path_prob * epoch / cfg.epochs
+
+
+def child_batches(split: ImageSplit, cfg: ChildTrainConfig, dist: DistributedContext, *, train: bool,
+                  seed: int = 0) -> ImageBatches:
+    """This rank's shard: shuffled and augmented for training, in order and plain for evaluation."""
+    return ImageBatches(split, cfg.batch_size, dist.device, shuffle=train,
+                        augment=cfg.augment if train else None, seed=seed,
+                        channels_last=use_channels_last(dist.device), shard=dist.shard)
+
+
+def _main_logits(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def evaluate_classifier(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                        dist: DistributedContext | None = None,
+                        mixed_precision: bool = True) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over ``batches`` (summed over ranks when sharded)."""
+    device = next(model.parameters()).device
+    totals = torch.zeros(3, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast(device, mixed_precision):
+        for x, y in batches:
+            logits = _main_logits(model(x)).float()
+            correct = (logits.argmax(1) == y).sum().float()
+            totals += torch.stack([F.cross_entropy(logits, y, reduction="sum"), correct,
+                                   torch.full_like(correct, len(y))])
+    model.train(was_training)
+    if dist is not None:
+        dist.sum(totals)
+    loss_sum, correct, n_images = totals.tolist()
+    return {"loss": loss_sum / n_images, "accuracy": correct / n_images}
+
+
+class _ChildRun:
+    """The state of one training run: network, optimizer, schedule, and what the checkpoint holds."""
+
+    def __init__(self, model: nn.Module, cfg: ChildTrainConfig, device: torch.device,
+                 dist: DistributedContext):
+        self.cfg, self.device, self.dist = cfg, device, dist
+        self.model = model.to(device, memory_format=memory_format(device))
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr_max, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs,
+                                                                    eta_min=cfg.lr_min)
+        self.history: list[dict[str, Any]] = []
+
+    def train_epoch(self, batches: ImageBatches, progress: Progress | None) -> dict[str, float]:
+        self.model.train()
+        totals = torch.zeros(3, device=self.device)  # loss sum, correct, images: synced once per epoch
+        start = time.perf_counter()
+        for done, (x, y) in enumerate(batches, start=1):
+            totals += self._step(x, y)
+            if progress is not None and progress.due():
+                loss_sum, correct, images = totals.tolist()
+                progress.batch(done, len(batches), loss_sum / images, correct / images, int(images))
+        loss_sum, correct, images = self.dist.sum(totals).tolist()
+        seconds = time.perf_counter() - start
+        self.dist.average_buffers(self.model)
+        return {"train_loss": loss_sum / images, "train_accuracy": correct / images,
+                "images_per_s": images / seconds, "seconds": seconds}
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.cfg.mixed_precision):
+            logits, aux_logits = self.forward(x)
+            loss = F.cross_entropy(logits, y)
+            total = loss if aux_logits is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux_logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.dist.all_reduce_gradients(self.model)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        n = float(len(y))
+        correct = (logits.argmax(1) == y).sum().float()
+        return torch.stack([loss.detach().float() * n, correct, torch.full_like(correct, n)])
+
+    def checkpoint(self, fingerprint: str) -> dict[str, Any]:
+        # The RNG states make a resumed run draw the same drop-path masks as an uninterrupted one.
+        return {"fingerprint": fingerprint, "epoch": len(self.history), "history": self.history,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
+    def resume(self, path: str | os.PathLike, fingerprint: str) -> None:
+        if not os.path.exists(path):
+            return
+        state = load_checkpoint(path)
+        if state["fingerprint"] != fingerprint:
+            if self.dist.is_main:
+                print(f"[train] checkpoint {path} belongs to another run: starting over", file=sys.stderr)
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["cpu_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.history = list(state["history"])
+        if self.dist.is_main:
+            print(f"[train] resuming {path} after epoch {state['epoch']}/{self.cfg.epochs}", file=sys.stderr)
+
+
+def train_child(model: nn.Module, cfg: ChildTrainConfig, train: ImageBatches, valid: ImageBatches | None,
+                device: torch.device, checkpoint_path: str | os.PathLike, run_fingerprint: str,
+                on_epoch: EpochCallback | None = None,
+                dist: DistributedContext | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` (``forward(x) -> (logits, aux_logits or None)``, attribute ``drop_path_prob``).
+
+    Checkpoints after every epoch; ``run_fingerprint`` must change whenever anything that shapes
+    the run does (architecture, configs, data, seed). Returns every epoch's record, those of a
+    resumed run's earlier epochs included; ``on_epoch`` gets each new record (main rank only),
+    after its checkpoint is written.
+    """
+    dist = dist if dist is not None else DistributedContext(device=device)
+    run = _ChildRun(model, cfg, device, dist)
+    run.resume(checkpoint_path, run_fingerprint)
+    progress = Progress("train", len(run.history), cfg.epochs) if dist.is_main else None
+    for epoch in range(len(run.history), cfg.epochs):
+        run.model.drop_path_prob = drop_path_prob_at(cfg, epoch)
+        train.set_epoch(epoch)
+        if progress is not None:
+            progress.begin_epoch(epoch)
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"],
+                                  "drop_path_prob": run.model.drop_path_prob}
+        record.update(run.train_epoch(train, progress))
+        if valid is not None:
+            metrics = evaluate_classifier(run.forward, valid, dist, cfg.mixed_precision)
+            record.update(valid_loss=metrics["loss"], valid_accuracy=metrics["accuracy"])
+        run.scheduler.step()
+        run.history.append(record)
+        if dist.is_main:
+            save_checkpoint(checkpoint_path, run.checkpoint(run_fingerprint))
+            note = f"valid acc {record['valid_accuracy']:.1%}" if valid is not None else ""
+            progress.end_epoch(record["train_loss"], record["train_accuracy"],
+                               record["images_per_s"], note)
+            if on_epoch is not None:
+                on_epoch(record)
+    return run.history

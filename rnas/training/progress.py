@@ -1,0 +1,69 @@
+"""Human-readable progress lines on stderr, with throughput and an ETA.
+
+One line per epoch, and inside an epoch longer than ``interval_s`` one line every ``interval_s``:
+``[warmup] epoch 3/10  loss 1.234  acc 45.6%  312 img/s  elapsed 1m02s  ETA 2m10s``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Tracks the epochs ``first_epoch .. stop_epoch - 1`` (0-based) of one call.
+
+    Epochs are shown 1-based out of ``total_epochs`` (default ``stop_epoch``), so a run that
+    continues a schedule started elsewhere reads ``epoch 31/150``; the ETA covers this call only.
+    """
+
+    def __init__(self, label: str, first_epoch: int, stop_epoch: int, total_epochs: int | None = None, *,
+                 interval_s: float = 60.0, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.label = label
+        self.first_epoch, self.stop_epoch = first_epoch, stop_epoch
+        self.total_epochs = total_epochs if total_epochs is not None else stop_epoch
+        self.interval_s = interval_s
+        self.stream = stream
+        self.clock = clock
+        self.run_start = self.epoch_start = self.last_line = clock()
+        self.epoch = first_epoch
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.epoch_start = self.last_line = self.clock()
+
+    def due(self) -> bool:
+        """Whether an in-epoch line is due (callers fetch the numbers only then: it syncs the GPU)."""
+        return self.clock() - self.last_line >= self.interval_s
+
+    def batch(self, done: int, n_batches: int, loss: float, accuracy: float, images: int) -> None:
+        """An in-epoch line after ``done`` of ``n_batches`` batches (``images`` seen so far)."""
+        rate = images / max(self.clock() - self.epoch_start, 1e-9)
+        self._write(f"batch {done}/{n_batches}", loss, accuracy, rate, done / max(n_batches, 1), "")
+
+    def end_epoch(self, loss: float, accuracy: float, images_per_s: float, note: str = "") -> None:
+        self._write("", loss, accuracy, images_per_s, 1.0, note)
+
+    def _write(self, where: str, loss: float, accuracy: float, images_per_s: float, epoch_fraction: float,
+               note: str) -> None:
+        now = self.clock()
+        self.last_line = now
+        elapsed = now - self.run_start
+        done = self.epoch - self.first_epoch + epoch_fraction
+        remaining = self.stop_epoch - self.first_epoch - done
+        eta = format_duration(elapsed / done * remaining) if done > 0 else "?"
+        parts = [f"[{self.label}] epoch {self.epoch + 1}/{self.total_epochs}", where,
+                 f"loss {loss:.3f}", f"acc {accuracy:.1%}", f"{images_per_s:.0f} img/s", note,
+                 f"elapsed {format_duration(elapsed)}", f"ETA {eta}"]
+        stream = self.stream if self.stream is not None else sys.stderr
+        print("  ".join(p for p in parts if p), file=stream, flush=True)
