@@ -2,7 +2,7 @@
 
     python -m rnas.benchmark nb201 --table CSV --select-col COL --report-col COL
         [--cost-col COL --budget-seconds S | --budget-queries Q] --strategies rnas,nao,random,evolution
-        --seeds N --out DIR [--jobs J] [--strategy-options JSON] [--config FILE]
+        --seeds N [--seed-offset S] --out DIR [--jobs J] [--strategy-options JSON] [--config FILE]
 
 Each query reveals one architecture's ``select`` value to the strategy. A run's answer is its
 best observed architecture by ``select`` (the first one on ties); its result is that
@@ -15,8 +15,9 @@ queries. A run also ends when its strategy has nothing new to propose.
 
 A strategy proposes ``batch_size`` architectures per call: the ``batch_size`` field of its
 Config where it declares one, else 1. Run ``(strategy, seed)`` seeds the strategy and torch's
-global RNG with ``seed`` (seeds 0..N-1, the same for every strategy), so the same command gives
-identical curves.
+global RNG with ``seed`` (seeds S..S+N-1, the same for every strategy; S = 0 unless
+``--seed-offset`` says otherwise, so options can be tuned on one set of seeds and reported on
+another), so the same command gives identical curves.
 
 Writes into ``DIR`` (replaced as a whole):
 - ``summary.csv``: strategy, seeds, mean_report, std_report, mean_queries, wall_seconds;
@@ -86,6 +87,8 @@ class BenchmarkConfig:
     strategies: list[str]
     seeds: int
     jobs: int = 1
+    #: runs use seeds seed_offset .. seed_offset + seeds - 1
+    seed_offset: int = 0
     #: per-strategy options, validated against each strategy's Config
     strategy_options: dict[str, dict] = field(default_factory=dict)
 
@@ -94,6 +97,7 @@ class BenchmarkConfig:
         require(len(set(self.strategies)) == len(self.strategies), "strategies", "a strategy is named twice")
         require(self.seeds >= 1, "seeds", "must be at least 1")
         require(self.jobs >= 1, "jobs", "must be at least 1")
+        require(self.seed_offset >= 0, "seed_offset", "must be >= 0")
         require(self.budget.seconds is None or self.table.cost_col is not None, "budget.seconds",
                 "a seconds budget needs a cost column")
         known = available_strategies()
@@ -207,7 +211,8 @@ def run_benchmark(config: BenchmarkConfig,
     ``on_result(done, total, result)`` is called as each run finishes (in completion order).
     """
     tasks = [RunTask(config.table, config.budget, name, config.strategy_options.get(name, {}), seed)
-             for name in config.strategies for seed in range(config.seeds)]
+             for name in config.strategies
+             for seed in range(config.seed_offset, config.seed_offset + config.seeds)]
     results = []
     for result in _execute(tasks, config.jobs):
         results.append(result)
@@ -305,7 +310,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path
     budget.add_argument("--budget-seconds", type=float, help="total cost per run")
     budget.add_argument("--budget-queries", type=int, help="queries per run")
     parser.add_argument("--strategies", required=True, help="comma-separated strategy names")
-    parser.add_argument("--seeds", type=int, required=True, help="runs per strategy (seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, required=True, help="runs per strategy (seeds S..S+N-1)")
+    parser.add_argument("--seed-offset", type=int, default=0, help="S, the first seed (default 0)")
     parser.add_argument("--out", required=True, help="output folder (replaced)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--config", help="YAML file whose 'strategies: {name: {...}}' gives strategy options "
@@ -319,7 +325,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path
                       "report_col": args.report_col, "cost_col": args.cost_col},
             "budget": {"seconds": args.budget_seconds, "queries": args.budget_queries},
             "strategies": [s.strip() for s in args.strategies.split(",") if s.strip()],
-            "seeds": args.seeds, "jobs": args.jobs, "strategy_options": options})
+            "seeds": args.seeds, "seed_offset": args.seed_offset, "jobs": args.jobs,
+            "strategy_options": options})
     except (ConfigError, ValueError, OSError) as e:
         parser.error(str(e))
     return config, Path(args.out)

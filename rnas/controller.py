@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,9 @@ class ControllerTrainConfig:
     grad_clip: float = 5.0
     mse_weight: float = 0.8      # loss = w * MSE + (1 - w) * NLL
     symmetry_augment: bool = True
+    #: how scores become predictor targets (``normalise_targets``): "minmax" (ALGORITHM.md §3), or
+    #: "rank", which a few broken architectures far below the rest cannot squeeze together
+    targets: Literal["minmax", "rank"] = "minmax"
 
     def check(self):
         for key in ("epochs", "batch_size"):
@@ -137,8 +140,18 @@ def build_controller(space: SearchSpace, cfg: ControllerConfig, seed: int) -> Co
         return Controller(space, cfg)
 
 
-def normalise_targets(scores: Sequence[float]) -> list[float]:
-    """Min-max over the pool, so the best architecture is 1 (scores are higher-is-better)."""
+def normalise_targets(scores: Sequence[float], method: str = "minmax") -> list[float]:
+    """Targets in [0, 1], the best architecture 1 (scores are higher-is-better).
+
+    ``minmax``: min-max over the pool. ``rank``: the fraction of the other architectures each one
+    beats (ties count half), so the targets are spread evenly whatever the scores' distribution.
+    """
+    if method == "rank":
+        x = torch.tensor(scores, dtype=torch.float64)
+        if len(x) < 2:
+            return [0.5] * len(x)
+        beaten = (x[:, None] > x[None, :]).sum(dim=1) + 0.5 * ((x[:, None] == x[None, :]).sum(dim=1) - 1)
+        return (beaten / (len(x) - 1)).tolist()
     lo, hi = min(scores), max(scores)
     return [(s - lo) / (hi - lo) if hi > lo else 0.5 for s in scores]
 

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+import fcntl
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import ContextManager, Iterator
 
 import torch
 
@@ -25,6 +30,36 @@ def resolve_device(name: str) -> torch.device:
     if device.index is not None and device.index >= count:
         raise ValueError(f"device {name!r} requested but only {count} CUDA device(s) are visible")
     return device
+
+
+@contextlib.contextmanager
+def leased_device(name: str, lock_dir: str | os.PathLike | None = None) -> Iterator[torch.device]:
+    """``resolve_device``, and with ``"auto"`` on a machine of several GPUs, a GPU no other RNAS
+    process holds: parallel experiments (``dvc queue start -j N``) then spread over the GPUs.
+
+    The lease is an exclusive ``flock`` on ``<lock_dir>/rnas-gpu-<i>.lock`` held while the block
+    runs; the OS releases it if the process dies. When every GPU is held, GPU 0 is shared.
+    """
+    device = resolve_device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if name != "auto" or count < 2 or "LOCAL_RANK" in os.environ:  # torchrun places its ranks itself
+        yield device
+        return
+    lock_dir = Path(lock_dir or tempfile.gettempdir())
+    for index in range(count):
+        handle = open(lock_dir / f"rnas-gpu-{index}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield torch.device("cuda", index)
+        finally:
+            handle.close()
+        return
+    print(f"[device] all {count} GPUs are leased by other RNAS processes; sharing cuda:0", file=sys.stderr)
+    yield torch.device("cuda", 0)
 
 
 def use_channels_last(device: torch.device) -> bool:

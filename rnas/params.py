@@ -107,10 +107,21 @@ class EvaluateParams:
 
 
 @dataclass
+class TrainerParams:
+    #: processes for warmup and retrain: > 1 relaunches those stages under torchrun
+    #: (one process per GPU with NCCL, or CPU processes with gloo); same effective batch
+    nproc: int = 1
+
+    def check(self):
+        require(self.nproc >= 1, "nproc", "must be at least 1")
+
+
+@dataclass
 class PipelineParams:
     seed: int = 0
     device: str = "auto"
     space: str = "nao_cnn"
+    trainer: TrainerParams = field(default_factory=TrainerParams)
     data: DataParams = field(default_factory=DataParams)
     warmup: WarmupParams = field(default_factory=WarmupParams)
     embed: EmbedParams = field(default_factory=EmbedParams)
@@ -122,6 +133,10 @@ class PipelineParams:
     def check(self):
         require(self.space in available_spaces(), "space",
                 f"{self.space!r} is not one of {', '.join(available_spaces())}")
+        for key, batch in (("warmup.train.batch_size", self.warmup.train.batch_size),
+                           ("retrain.train.batch_size", self.retrain.train.batch_size)):
+            require(batch % self.trainer.nproc == 0, key,
+                    f"{batch} must be a multiple of trainer.nproc ({self.trainer.nproc}): ranks split each batch")
         s, pool = self.search, self.warmup.pool_size
         require(s.n_new + s.n_random < pool, "search.n_new",
                 f"n_new + n_random ({s.n_new} + {s.n_random}) must be smaller than warmup.pool_size ({pool})")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import random
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,12 @@ import torch
 from rnas.artifacts import write_json
 from rnas.config import ConfigError
 from rnas.data.images import ImageSplit
-from rnas.device import resolve_device
+from rnas.device import leased_device
 from rnas.networks.supernet_cnn import SupernetCIFAR
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
-from rnas.tracking import StageRun, stage_run
+from rnas.tracking import StageRun, TrackingConfig, stage_run
+from rnas.training.distributed import DistributedContext
 from rnas.training.supernet import SupernetTrainer
 
 PREPARED = Path("data/prepared")
@@ -37,6 +40,7 @@ class StageContext:
     device: torch.device
     space: SearchSpace
     run: StageRun
+    dist: DistributedContext
 
     @property
     def out(self) -> Path:
@@ -61,7 +65,7 @@ def build_supernet_trainer(ctx: StageContext, train_split: ImageSplit) -> Supern
     supernet = SupernetCIFAR(ctx.space, p.warmup.supernet, num_classes=len(train_split.classes),
                              in_channels=train_split.images.shape[1])
     total = p.warmup.train.epochs + p.search.rounds * p.search.epochs_per_round
-    return SupernetTrainer(supernet, p.warmup.train, ctx.device, total_epochs=total, seed=p.seed)
+    return SupernetTrainer(supernet, p.warmup.train, ctx.device, total_epochs=total, seed=p.seed, dist=ctx.dist)
 
 
 def require_inputs(*paths: Path) -> None:
@@ -75,19 +79,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stage_main(name: str) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
+def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
+    """Decorate a stage's body. ``distributed`` stages run under torchrun when ``trainer.nproc > 1``:
+    the stage relaunches itself, and only rank 0 tracks and writes artifacts."""
     def decorate(body: Callable[[StageContext], None]) -> Callable[[], None]:
         @functools.wraps(body)
         def main() -> None:
             try:
                 params = load_params("params.yaml")
-                device = resolve_device(params.device)
+                if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
+                    raise SystemExit(_relaunch_under_torchrun(name, params.trainer.nproc))
                 space = get_space(params.space)
                 seed_everything(params.seed)
-                with stage_run(name, params.tracking, Path.cwd(), dataclasses.asdict(params)) as run:
-                    body(StageContext(name, params, device, space, run))
+                with leased_device(params.device) as device:
+                    dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
+                    tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
+                    try:
+                        with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
+                            body(StageContext(name, params, dist.device, space, run, dist))
+                    finally:
+                        dist.close()
             except (ConfigError, FileNotFoundError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 raise SystemExit(2) from None
         return main
     return decorate
+
+
+def _relaunch_under_torchrun(name: str, nproc: int) -> int:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", f"stages.{name}"]
+    print(f"[{name}] running on {nproc} processes: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    return subprocess.run(command).returncode

@@ -11,7 +11,6 @@ from rnas.export import build_network, model_card, save_model
 from rnas.networks.child_cnn import count_parameters
 from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, stage_main
 from rnas.training.child import child_batches, train_child
-from rnas.training.distributed import DistributedContext
 
 CHECKPOINT = ARTIFACTS / "retrain_state/checkpoint.pt"  # outside the stage's output folder: it survives reruns
 
@@ -20,7 +19,7 @@ def joined(a: ImageSplit, b: ImageSplit) -> ImageSplit:
     return ImageSplit(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.classes, a.mean, a.std)
 
 
-@stage_main("retrain")
+@stage_main("retrain", distributed=True)
 def main(ctx):
     p, r = ctx.params, ctx.params.retrain
     data = prepared_dir(p, final=True)
@@ -34,11 +33,12 @@ def main(ctx):
     fingerprint = hashlib.sha256(json.dumps(
         {"arch": arch, "retrain": ctx.provenance()["params"]["retrain"], "seed": p.seed,
          "data": read_json(data / "meta.json").get("fingerprint")}, sort_keys=True, default=str).encode()).hexdigest()
-    dist = DistributedContext(device=ctx.device)
-    history = train_child(model, r.train, child_batches(train, r.train, dist, train=True, seed=p.seed),
-                          child_batches(valid, r.train, dist, train=False) if valid is not None else None,
-                          ctx.device, CHECKPOINT, fingerprint,
+    history = train_child(model, r.train, child_batches(train, r.train, ctx.dist, train=True, seed=p.seed),
+                          child_batches(valid, r.train, ctx.dist, train=False) if valid is not None else None,
+                          ctx.device, CHECKPOINT, fingerprint, dist=ctx.dist,
                           on_epoch=lambda rec: ctx.run.log_metrics(rec, step=rec["epoch"]))
+    if not ctx.dist.is_main:  # under torchrun, rank 0 writes
+        return
     params_m = count_parameters(model) / 1e6
     ctx.run.log_metrics({"params_m": params_m})
     card = model_card(ctx.space.name, arch, r.child, len(train.classes), train.images.shape[1], train.classes,

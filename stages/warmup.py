@@ -10,7 +10,7 @@ from rnas.pipeline import build_supernet_trainer, prepared_dir, require_inputs, 
 from rnas.pool import ArchPool
 
 
-@stage_main("warmup")
+@stage_main("warmup", distributed=True)
 def main(ctx):
     p, data = ctx.params, prepared_dir(ctx.params, final=False)
     require_inputs(data / "meta.json")
@@ -20,6 +20,8 @@ def main(ctx):
     history = trainer.train_epochs(archs, p.warmup.train.epochs, trainer.train_batches(train, p.seed),
                                    on_epoch=lambda r: ctx.run.log_metrics(r, step=r["epoch"]), label="warmup")
     scores = trainer.score(archs, trainer.score_batches(valid))
+    if not ctx.dist.is_main:  # under torchrun, rank 0 writes
+        return
     pool = ArchPool(ctx.space, archs, scores, {"round": [0] * len(archs)})
     metrics = {"pool_size": len(pool), "score_best": max(scores), "score_median": statistics.median(scores),
                "score_worst": min(scores), "score_std": statistics.pstdev(scores)}

@@ -115,3 +115,28 @@ def test_missing_data_is_a_clear_error(project, tmp_path):
     assert result.returncode == 2
     assert "data.search.root" in result.stderr and "nowhere.tar.gz" in result.stderr
     assert not (tmp_path / "p/data/prepared").exists()
+
+
+def test_warmup_and_retrain_under_torchrun_match_one_process(project, tmp_path):
+    """trainer.nproc = 2: the stages relaunch under torchrun (gloo on CPU) with the same effective batch."""
+    import pandas as pd
+
+    run(["dvc", "repro", "retrain"], project)  # the one-process reference (up to date after the repro test)
+    copy_sources(project, tmp_path / "p")
+    shutil.copytree(project / "data", tmp_path / "p/data")
+    shutil.copytree(project / "artifacts/sample", tmp_path / "p/artifacts/sample")
+    params = yaml.safe_load((tmp_path / "p/params.yaml").read_text())
+    params["trainer"]["nproc"] = 2
+    params["tracking"]["enabled"] = False
+    (tmp_path / "p/params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("warmup", "retrain"):
+        result = run([sys.executable, "-m", f"stages.{stage}"], tmp_path / "p")
+        assert "running on 2 processes" in result.stderr
+    # the same pool, and the same losses up to the noise of batch-norm statistics (each rank normalises its
+    # half batch) and of per-rank drop-path masks
+    assert (pd.read_csv(project / "artifacts/warmup/pool.csv")["arch"].tolist()
+            == pd.read_csv(tmp_path / "p/artifacts/warmup/pool.csv")["arch"].tolist())
+    for stage, loss in (("warmup", "loss"), ("retrain", "train_loss")):
+        one = pd.read_csv(project / f"artifacts/{stage}/history.csv")[loss]
+        two = pd.read_csv(tmp_path / f"p/artifacts/{stage}/history.csv")[loss]
+        assert len(one) == len(two) and (one - two).abs().max() < 0.1, (stage, one.tolist(), two.tolist())

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnas.config import require
-from rnas.ops import CellInputs, FactorizedReduce, op_constructors, reduction_layout, use_batch_statistics
+from rnas.ops import (CellInputs, FactorizedReduce, op_constructors, reduction_layout, relu_conv2d,
+                      use_batch_statistics)
 from rnas.spaces.base import Arch
 from rnas.spaces.nao_cnn import N_INPUTS, NAOCellSpace
 
@@ -70,12 +71,13 @@ class LooseEndCombine(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, states: list[Tensor], loose_ends: list[int]) -> Tensor:
-        if len(loose_ends) == 1:
-            x, weight = F.relu(states[loose_ends[0]]), self.weights[loose_ends[0]]
-        else:  # the concat is a fresh tensor: ReLU it in place
-            x = torch.cat([states[i] for i in loose_ends], dim=1).relu_()
-            weight = torch.cat([self.weights[i] for i in loose_ends], dim=1)
-        return self.bn(F.conv2d(x, weight))
+        # the 1x1 conv of a concatenation is the sum of the 1x1 convs of its parts; summing
+        # avoids copying the loose ends into a concatenation that backward would have to keep
+        first, *rest = loose_ends
+        mixed = relu_conv2d(states[first], self.weights[first])
+        for i in rest:
+            mixed.add_(relu_conv2d(states[i], self.weights[i]))  # conv outputs are not saved for backward
+        return self.bn(mixed)
 
 
 class SupernetCell(nn.Module):

@@ -48,10 +48,14 @@ class EmbeddingConfig:
     top_k: int = 100              # moves start from the encodings of the top-k observed
     batch_size: int = 10          # architectures proposed per call in a query-by-query search
     initial_random: int = 10      # propose random architectures until this many are observed
+    #: 0: propose the first n new architectures the moves decode to (the reference). c > 0:
+    #: decode until max(n, c) new ones are found, propose the n the predictor rates highest
+    candidates: int = 0
 
     def check(self):
         for key in ("top_k", "batch_size", "initial_random"):
             require(getattr(self, key) > 0, key, "must be positive")
+        require(self.candidates >= 0, "candidates", "must be >= 0")
 
 
 class EmbeddingStrategy(SearchStrategy):
@@ -71,7 +75,7 @@ class EmbeddingStrategy(SearchStrategy):
     def fit(self, history: Sequence[Observation]) -> dict:
         epochs = self.config.train.epochs if self.fits == 0 else self.config.train.refit_epochs
         self.last_fit = train_controller(self.controller, [o.arch for o in history],
-                                         normalise_targets([o.score for o in history]),
+                                         normalise_targets([o.score for o in history], self.config.train.targets),
                                          self.config.train, epochs, seed=self.seed + self.fits)
         self.fits += 1
         self.fitted_on = tuple(history)
@@ -100,7 +104,17 @@ class EmbeddingStrategy(SearchStrategy):
         top = sorted(history, key=lambda o: -o.score)[:self.config.top_k]
         with torch.no_grad():
             latent = self.controller.encode(self.controller.tokens([o.arch for o in top]))
-        exclude = self.seen(history)
+        found = self._decode_new(latent, max(n, self.config.candidates), self.seen(history))
+        if len(found) <= n:
+            return found
+        # rate what was decoded, not the latent point it came from: the two can disagree
+        with torch.no_grad():
+            predicted = self.controller.predict(self.controller.encode(self.controller.tokens(found)))
+        return [found[i] for i in predicted.argsort(descending=True)[:n].tolist()]
+
+    def _decode_new(self, latent: torch.Tensor, n: int, exclude: set[Arch]) -> list[Arch]:
+        """The first ``n`` distinct architectures not in ``exclude`` that the moves decode to."""
+        exclude = set(exclude)
         out: list[Arch] = []
         for candidates in self.moves(latent, n):
             for arch in self.controller.decode_archs(candidates):
