@@ -230,7 +230,7 @@ def test_supernet_trains_and_scores(space, capsys):
     assert all(a < b for a, b in zip(after, before)), (before, after)
     assert after == trainer.score(archs, valid) and trainer.model.training  # deterministic, mode restored
     lines = capsys.readouterr().err.splitlines()
-    assert re.fullmatch(r"\[warmup\] epoch 5/6  loss \d+\.\d{3}  acc \d+\.\d%  \d+ img/s  ppl \d+\.\d  "
+    assert re.fullmatch(r"\[warmup\] epoch 5/6  loss \d+\.\d{3}  acc \d+\.\d%  \d+ tok/s  ppl \d+\.\d  "
                         r"elapsed \d+s  ETA \d+s", lines[-1]), lines[-1]
     with pytest.raises(ValueError, match="would run past the 6 epochs"):
         trainer.train_epochs(archs, 2, data)

@@ -209,7 +209,7 @@ class LMSupernetTrainer:
         if self.epoch + n_epochs > self.total_epochs:
             raise ValueError(f"train_epochs: {n_epochs} more epochs after epoch {self.epoch} would run past "
                              f"the {self.total_epochs} epochs this trainer was made for")
-        progress = Progress(label, self.epoch, self.epoch + n_epochs, self.total_epochs)
+        progress = Progress(label, self.epoch, self.epoch + n_epochs, self.total_epochs, unit="tok")
         history = []
         for _ in range(n_epochs):
             record = self._train_epoch(archs, data, progress)
@@ -433,7 +433,7 @@ def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor
     run = _LMRun(model, cfg, device)
     run.resume(checkpoint_path, run_fingerprint)
     data = lm_batches(train_ids, cfg.batch_size, device)
-    progress = Progress("train", len(run.history), cfg.epochs)
+    progress = Progress("train", len(run.history), cfg.epochs, unit="tok")
     for epoch in range(len(run.history), cfg.epochs):
         progress.begin_epoch(epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": cfg.lr,

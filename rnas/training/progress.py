@@ -27,9 +27,9 @@ class Progress:
     """
 
     def __init__(self, label: str, first_epoch: int, stop_epoch: int, total_epochs: int | None = None, *,
-                 interval_s: float = 60.0, stream: TextIO | None = None,
+                 unit: str = "img", interval_s: float = 60.0, stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self.label = label
+        self.label, self.unit = label, unit
         self.first_epoch, self.stop_epoch = first_epoch, stop_epoch
         self.total_epochs = total_epochs if total_epochs is not None else stop_epoch
         self.interval_s = interval_s
@@ -63,7 +63,7 @@ class Progress:
         remaining = self.stop_epoch - self.first_epoch - done
         eta = format_duration(elapsed / done * remaining) if done > 0 else "?"
         parts = [f"[{self.label}] epoch {self.epoch + 1}/{self.total_epochs}", where,
-                 f"loss {loss:.3f}", f"acc {accuracy:.1%}", f"{images_per_s:.0f} img/s", note,
+                 f"loss {loss:.3f}", f"acc {accuracy:.1%}", f"{images_per_s:.0f} {self.unit}/s", note,
                  f"elapsed {format_duration(elapsed)}", f"ETA {eta}"]
         stream = self.stream if self.stream is not None else sys.stderr
         print("  ".join(p for p in parts if p), file=stream, flush=True)
