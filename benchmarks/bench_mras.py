@@ -8,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import base_parser, peak_memory, print_result, setup, synchronize  # noqa: E402
-from rnas.controller import ControllerConfig, build_controller  # noqa: E402
-from rnas.spaces import get_space  # noqa: E402
-from rnas.strategies.rnas import MRASConfig, mras_search  # noqa: E402
+from benchmarks.common import base_parser, peak_memory, print_result, setup, synchronize
+from rnas.controller import ControllerConfig, build_controller
+from rnas.spaces import get_space
+from rnas.strategies.rnas import MRASConfig, mras_search
 
 
 def main() -> None:
