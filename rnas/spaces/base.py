@@ -52,11 +52,16 @@ class SearchSpace(ABC):
     def canonical(self, arch: Arch) -> Arch:
         """Representative of the architecture's equivalence class (used for dedup)."""
 
-    @abstractmethod
-    def to_str(self, arch: Arch) -> str: ...
+    def to_str(self, arch: Arch) -> str:
+        """Default string form: the values, space-separated (the published cells' format)."""
+        return " ".join(map(str, arch))
 
-    @abstractmethod
-    def from_str(self, text: str) -> Arch: ...
+    def from_str(self, text: str) -> Arch:
+        try:
+            values = [int(v) for v in text.replace(",", " ").split()]
+        except ValueError as e:
+            raise ValueError(f"{self.name}: not a list of integers: {text!r}") from e
+        return self.validate(values)
 
     @abstractmethod
     def cell_graphs(self, arch: Arch) -> list[CellGraph]:

@@ -75,13 +75,5 @@ class NAOCellSpace(SearchSpace):
                                     tuple(edges), "c_{k}"))
         return graphs
 
-    def to_str(self, arch: Arch) -> str:
-        return " ".join(map(str, arch))
 
-    def from_str(self, text: str) -> Arch:
-        try:
-            values = [int(v) for v in text.replace(",", " ").split()]
-        except ValueError as e:
-            raise ValueError(f"{self.name}: not a list of integers: {text!r}") from e
-        return self.validate(values)
 SPACE = NAOCellSpace

@@ -57,15 +57,6 @@ class RNNCellSpace(SearchSpace):
         edges += [(name, OUTPUT_NAME, "mean") for name in names[1:]]
         return [CellGraph("recurrent", INPUT_NAMES, tuple(names), tuple(edges), OUTPUT_NAME)]
 
-    def to_str(self, arch: Arch) -> str:
-        return " ".join(map(str, arch))
-
-    def from_str(self, text: str) -> Arch:
-        try:
-            values = [int(v) for v in text.replace(",", " ").split()]
-        except ValueError as e:
-            raise ValueError(f"{self.name}: not a list of integers: {text!r}") from e
-        return self.validate(values)
 
 
 SPACE = RNNCellSpace

@@ -22,6 +22,7 @@ from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit
 from rnas.device import autocast, memory_format, use_channels_last
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
+from rnas.training.step import batch_totals, optimizer_step
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -124,14 +125,8 @@ class _ChildRun:
             logits, aux_logits = self.forward(x)
             loss = F.cross_entropy(logits, y)
             total = loss if aux_logits is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux_logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.dist.all_reduce_gradients(self.model)
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        n = float(len(y))
-        correct = (logits.argmax(1) == y).sum().float()
-        return torch.stack([loss.detach().float() * n, correct, torch.full_like(correct, n)])
+        optimizer_step(self.model, self.optimizer, total, self.dist, self.cfg.grad_clip)
+        return batch_totals(loss, logits, y)
 
     def checkpoint(self, fingerprint: str) -> dict[str, Any]:
         # The RNG states make a resumed run draw the same drop-path masks as an uninterrupted one.

@@ -24,6 +24,7 @@ from rnas.device import autocast, memory_format, use_channels_last
 from rnas.spaces.base import Arch
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
+from rnas.training.step import batch_totals, optimizer_step
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -161,15 +162,8 @@ class SupernetTrainer:
         with autocast(self.device, self.cfg.mixed_precision):
             logits = self.model(x, arch)
             loss = F.cross_entropy(logits, y)
-        # set_to_none: parameters off this path get no momentum or weight-decay update this step
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.dist.all_reduce_gradients(self.model)
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        n = float(len(y))
-        correct = (logits.argmax(1) == y).sum().float()
-        return torch.stack([loss.detach().float() * n, correct, torch.full_like(correct, n)])
+        optimizer_step(self.model, self.optimizer, loss, self.dist, self.cfg.grad_clip)
+        return batch_totals(loss, logits, y)
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[float]:
