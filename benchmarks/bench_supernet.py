@@ -3,7 +3,9 @@
     python benchmarks/bench_supernet.py --batch 64 --cells-per-stage 3 --channels 20
 
 Prints one JSON line: train_images_per_s (forward, backward, grad clip, SGD step),
-eval_images_per_s (forward without gradients), peak memory and GFLOPs per step.
+eval_images_per_s (forward without gradients), both also per second of CPU time (see
+common.images_per_second), peak memory, and the GFLOPs of one step of the
+first sampled architecture (FlopCounterMode: convolutions and matmuls, recomputation included).
 """
 from __future__ import annotations
 
@@ -60,15 +62,17 @@ def main() -> None:
             model(images, archs[i])
 
     model.train()
-    train_ips = images_per_second(train_step, args.steps, args.warmup, args.batch, device)
-    eval_ips = images_per_second(eval_step, 3 * args.steps, args.warmup, args.batch, device)
+    train_ips, train_ips_cpu = images_per_second(train_step, args.steps, args.warmup, args.batch, device)
+    eval_ips, eval_ips_cpu = images_per_second(eval_step, 3 * args.steps, args.warmup, args.batch, device)
     train_gflops = gflops(lambda: train_step(0))
     eval_gflops = gflops(lambda: eval_step(0))
     print_result({
         "benchmark": "supernet",
         "config": {**vars(args), "device": str(device), "threads": torch.get_num_threads()},
         "train_images_per_s": round(train_ips, 1),
+        "train_images_per_cpu_s": round(train_ips_cpu, 1),
         "eval_images_per_s": round(eval_ips, 1),
+        "eval_images_per_cpu_s": round(eval_ips_cpu, 1),
         "train_gflops_per_step": round(train_gflops, 2),
         "eval_gflops_per_step": round(eval_gflops, 2),
         **peak_memory(device),

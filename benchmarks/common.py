@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import resource
 import sys
 import time
@@ -17,7 +18,8 @@ from rnas.device import resolve_device
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC model and inputs (default: on)")
     parser.add_argument("--image-size", type=int, default=32)
@@ -47,6 +49,8 @@ def reuse_freed_memory() -> bool:
 def setup(args: argparse.Namespace) -> tuple[torch.device, torch.memory_format]:
     """Tune the allocator if asked, seed, and pick the device and memory format asked for."""
     args.tune_allocator = args.tune_allocator and reuse_freed_memory()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     return device, torch.channels_last if args.channels_last else torch.contiguous_format
@@ -58,16 +62,19 @@ def synchronize(device: torch.device) -> None:
 
 
 def images_per_second(step: Callable[[int], None], steps: int, warmup: int, batch: int,
-                      device: torch.device) -> float:
-    """Run ``step(i)`` ``warmup`` times untimed, then ``steps`` times; images per second."""
+                      device: torch.device) -> tuple[float, float]:
+    """Run ``step(i)`` ``warmup`` times untimed, then ``steps`` times. Returns images per
+    second of wall time and per second of this process's CPU time: on a shared CPU, the latter
+    with one thread is what one quiet core would do."""
     for i in range(warmup):
         step(i)
     synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for i in range(warmup, warmup + steps):
         step(i)
     synchronize(device)
-    return steps * batch / (time.perf_counter() - start)
+    images = steps * batch
+    return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
 
 def gflops(fn: Callable[[], None]) -> float:
@@ -86,4 +93,5 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 def print_result(result: dict) -> None:
-    print(json.dumps(result), flush=True)
+    """One JSON line; the 1-minute load average says how shared the machine was."""
+    print(json.dumps({**result, "load_avg_1min": round(os.getloadavg()[0], 2)}), flush=True)

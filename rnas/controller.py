@@ -49,11 +49,16 @@ class ControllerTrainConfig:
     #: how scores become predictor targets (``normalise_targets``): "minmax" (ALGORITHM.md §3), or
     #: "rank", which a few broken architectures far below the rest cannot squeeze together
     targets: Literal["minmax", "rank"] = "minmax"
+    #: random architectures added to each batch's reconstruction loss (no predictor target). With
+    #: few observed architectures the decoder otherwise memorises them and decodes points near
+    #: them to them, not to their neighbours; 0 = the reference (observed architectures only)
+    unlabelled: int = 0
 
     def check(self):
         for key in ("epochs", "batch_size"):
             require(getattr(self, key) > 0, key, "must be positive")
         require(self.refit_epochs >= 0, "refit_epochs", "must be >= 0")
+        require(self.unlabelled >= 0, "unlabelled", "must be >= 0")
         require(self.lr > 0, "lr", "must be positive")
         require(0 <= self.mse_weight <= 1, "mse_weight", "must be in [0, 1]")
 
@@ -140,6 +145,13 @@ def build_controller(space: SearchSpace, cfg: ControllerConfig, seed: int) -> Co
         return Controller(space, cfg)
 
 
+def random_tokens(space: SearchSpace, n: int, generator: torch.Generator) -> Tensor:
+    """Token ids [n, L] of ``n`` uniformly random architectures, drawn slot by slot in one call."""
+    choices = torch.tensor([slot.n_choices for slot in space.slots])
+    offsets = torch.tensor([slot.token_offset for slot in space.slots])
+    return (torch.rand(n, space.seq_len, generator=generator) * choices).long() + offsets
+
+
 def normalise_targets(scores: Sequence[float], method: str = "minmax") -> list[float]:
     """Targets in [0, 1], the best architecture 1 (scores are higher-is-better).
 
@@ -187,8 +199,10 @@ def _train_controller(controller: Controller, archs: Sequence[Arch], targets: Se
         for start in range(0, len(archs), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             batch = tokens[idx]
+            if cfg.unlabelled:  # appended rows are only reconstructed, never scored
+                batch = torch.cat([batch, random_tokens(space, cfg.unlabelled, gen).to(device)])
             latent = controller.encode(batch)
-            mse = F.mse_loss(controller.predict(latent), y[idx])
+            mse = F.mse_loss(controller.predict(latent[:len(idx)]), y[idx])
             logits = controller.reconstruction_logits(latent, batch)
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.reshape(-1))
             loss = cfg.mse_weight * mse + (1 - cfg.mse_weight) * nll

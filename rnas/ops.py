@@ -3,8 +3,18 @@
 ``OP_TABLE`` maps every op name of ``rnas.spaces.nao_cnn.OPS`` to a constructor
 ``(channels, stride) -> nn.Module``. Every op keeps the channel count; stride 2 halves the
 spatial size, rounding up, so odd sizes work too. As in NAO, the pools carry no batch-norm
-and a stride-2 identity is a factorized reduce. The two building blocks every cell of both
+and a stride-2 identity is a factorized reduce. The building blocks every cell of both
 networks shares (``CellInputs``, ``reduction_layout``) live here as well.
+
+Memory: training on a CPU is bound by activation memory as much as by arithmetic, so three
+fused ops keep less for the backward pass and recompute something cheap there instead:
+``relu_conv2d`` keeps a conv's input before its ReLU (which stays alive anyway),
+``pointwise_batch_norm`` recomputes a 1x1 conv's output instead of keeping it for the
+batch-norm, and ``MaxPool`` recomputes the argmax instead of keeping int64 indices (together
+they nearly halve what the supernet keeps: 1.47 GB -> 0.83 GB for one architecture at batch 64).
+``pixel_grids`` spares a factorized reduce's backward pass two full-size temporaries. Their
+results and gradients are those of the plain ops (tests/test_networks_cnn.py checks it);
+under autocast, or without gradients, the plain ops run.
 """
 from __future__ import annotations
 
@@ -14,13 +24,22 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+# --- fused ops: the same results, less memory kept for backward --------------------------
+
+
+def _lean(x: Tensor) -> bool:
+    """Whether to take the memory-lean path: gradients wanted and no autocast (whose casts
+    the lean backward passes do not replay)."""
+    return torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class _ReLUConv2d(torch.autograd.Function):
-    """conv2d(relu(x)) that keeps x, not relu(x), for the backward pass and recomputes the
-    ReLU there: x is a cell state or a batch-norm output that stays alive anyway, so this
-    saves one activation per call for the price of one elementwise pass."""
-
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                 groups: int) -> Tensor:
@@ -29,30 +48,139 @@ class _ReLUConv2d(torch.autograd.Function):
         return F.conv2d(F.relu(x), weight, None, stride, padding, 1, groups)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
         stride, padding, groups = ctx.conv_args
         grad_relu, grad_weight, _ = torch.ops.aten.convolution_backward(
             grad_out, F.relu(x), weight, None, stride, padding, (1, 1), False, (0, 0), groups,
             (ctx.needs_input_grad[0], ctx.needs_input_grad[1], False))
-        grad_x = torch.ops.aten.threshold_backward(grad_relu, x, 0) if grad_relu is not None else None
+        grad_x = None if grad_relu is None else torch.ops.aten.threshold_backward(grad_relu, x, 0)
         return grad_x, grad_weight, None, None, None
 
 
 def relu_conv2d(x: Tensor, weight: Tensor, stride: int | tuple[int, int] = 1,
                 padding: int | tuple[int, int] = 0, groups: int = 1) -> Tensor:
-    """``F.conv2d(F.relu(x), weight, ...)`` (no bias) that stores no ReLU output for backward."""
-    if not torch.is_grad_enabled():
+    """``F.conv2d(F.relu(x), weight, ...)`` without a bias; keeps ``x``, not ``relu(x)``."""
+    if not _lean(x):
         return F.conv2d(F.relu(x), weight, None, stride, padding, 1, groups)
     return _ReLUConv2d.apply(x, weight, _pair(stride), _pair(padding), groups)
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+class _PointwiseBatchNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, relu_first: bool, weight: Tensor, bn_weight: Tensor | None,
+                bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
+                momentum: float, eps: float) -> Tensor:
+        conv_out = F.conv2d(F.relu(x) if relu_first else x, weight)
+        out, mean, invstd = torch.ops.aten.native_batch_norm(
+            conv_out, bn_weight, bn_bias, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(x, weight, bn_weight, mean, invstd)
+        ctx.relu_first, ctx.eps = relu_first, eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, weight, bn_weight, mean, invstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        conv_in = F.relu(x) if ctx.relu_first else x
+        grad_conv_out, grad_bn_weight, grad_bn_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_out, F.conv2d(conv_in, weight), bn_weight, None, None, mean, invstd, True, ctx.eps,
+            [True, needs[3], needs[4]])
+        grad_conv_in, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_conv_out, conv_in, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
+            (needs[0], needs[2], False))
+        grad_x = grad_conv_in
+        if ctx.relu_first and grad_conv_in is not None:
+            grad_x = torch.ops.aten.threshold_backward(grad_conv_in, x, 0)
+        return grad_x, None, grad_weight, grad_bn_weight, grad_bn_bias, None, None, None, None
+
+
+def pointwise_batch_norm(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu_first: bool = False) -> Tensor:
+    """``bn(conv(relu(x) if relu_first else x))`` for a bias-free 1x1 ``conv``. In training it
+    keeps only ``x`` for backward and recomputes the ReLU and the conv's output there."""
+    if not (bn.training and _lean(x)):
+        return bn(conv(F.relu(x) if relu_first else x))
+    momentum = 0.0
+    if bn.track_running_stats:  # as nn.BatchNorm2d.forward does in training
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
+    return _PointwiseBatchNorm.apply(x, relu_first, conv.weight, bn.weight, bn.bias, bn.running_mean,
+                                     bn.running_var, momentum, bn.eps)
+
+
+class _MaxPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.pool_args = (_pair(kernel_size), _pair(stride), _pair(padding))
+        return F.max_pool2d(x, kernel_size, stride, padding)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        kernel_size, stride, padding = ctx.pool_args
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_out, x, kernel_size, stride, padding, (1, 1), False, indices)
+        return grad_x, None, None, None
+
+
+class MaxPool(nn.Module):
+    """``nn.MaxPool2d(kernel_size, stride, kernel_size // 2)`` that keeps its input (a cell
+    state, alive anyway) for backward instead of int64 argmax indices twice the output's size."""
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, kernel_size // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _lean(x):
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return _MaxPool2d.apply(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class _PixelGrids(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.x_shape, ctx.memory_format = x.shape, _memory_format(x)
+        return (x[:, :, ::2, ::2].contiguous(memory_format=ctx.memory_format),
+                x[:, :, 1::2, 1::2].contiguous(memory_format=ctx.memory_format))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_even: Tensor, grad_odd: Tensor) -> Tensor:
+        grad_x = torch.empty(ctx.x_shape, dtype=grad_even.dtype, device=grad_even.device,
+                             memory_format=ctx.memory_format).zero_()
+        grad_x[:, :, ::2, ::2] = grad_even
+        grad_x[:, :, 1::2, 1::2] = grad_odd
+        return grad_x
+
+
+def pixel_grids(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x[:, :, ::2, ::2], x[:, :, 1::2, 1::2])`` as tensors of their own. Backward writes
+    both gradients into one zeroed tensor, where autograd would zero-fill one per slice and
+    add them (twice as fast for a factorized reduce's forward and backward)."""
+    if not torch.is_grad_enabled():
+        return x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+    return _PixelGrids.apply(x)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+# --- the ops ------------------------------------------------------------------------------
 
 
 class ReLUConv2d(nn.Conv2d):
-    """A bias-free ``nn.Conv2d`` applied to ``relu(x)``, through ``relu_conv2d``."""
+    """A bias-free ``nn.Conv2d`` applied to ``relu(x)`` (through ``relu_conv2d``)."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, groups: int = 1):
         super().__init__(c_in, c_out, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False)
@@ -61,59 +189,36 @@ class ReLUConv2d(nn.Conv2d):
         return relu_conv2d(x, self.weight, self.stride, self.padding, self.groups)
 
 
-class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, stride: int = 1):
-        super().__init__(ReLUConv2d(c_in, c_out, kernel_size, stride), nn.BatchNorm2d(c_out))
+class ReLUConvBN(nn.Module):
+    """ReLU, 1x1 conv, BN: projects a cell input to the cell's width."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pointwise_batch_norm(x, self.conv, self.bn, relu_first=True)
 
 
-class SepConv(nn.Sequential):
+class SepConv(nn.Module):
     """(ReLU, depthwise, pointwise, BN) applied twice; only the first depthwise conv strides."""
 
     def __init__(self, channels: int, kernel_size: int, stride: int):
-        layers: list[nn.Module] = []
-        for conv_stride in (stride, 1):
-            layers += [
-                ReLUConv2d(channels, channels, kernel_size, conv_stride, groups=channels),
-                nn.Conv2d(channels, channels, 1, bias=False),
-                nn.BatchNorm2d(channels),
-            ]
-        super().__init__(*layers)
-
-
-class _MaxPool2d(torch.autograd.Function):
-    """max_pool2d that recomputes the argmax in backward from the input (a cell state, alive
-    anyway) instead of keeping the forward pass's int64 indices, twice the output's size."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.pool_args = (kernel_size, stride, padding)
-        return F.max_pool2d(x, kernel_size, stride, padding)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        kernel_size, stride, padding = (_pair(v) for v in ctx.pool_args)
-        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_out, x, kernel_size, stride, padding, (1, 1), False, indices)
-        return grad_x, None, None, None
-
-
-class MaxPool(nn.Module):
-    """``nn.MaxPool2d`` through ``_MaxPool2d``: less memory for one more pooling pass."""
-
-    def __init__(self, kernel_size: int, stride: int):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, kernel_size // 2
+        self.depthwise1 = ReLUConv2d(channels, channels, kernel_size, stride, groups=channels)
+        self.pointwise1 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.depthwise2 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
+                                    groups=channels, bias=False)
+        self.pointwise2 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.is_grad_enabled():
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        return _MaxPool2d.apply(x, self.kernel_size, self.stride, self.padding)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        # x is a cell state other branches read too: relu_conv2d leaves it as it is
+        x = pointwise_batch_norm(self.depthwise1(x), self.pointwise1, self.bn1)
+        # the batch-norm output is this op's own, and its backward does not need it: ReLU in place
+        return pointwise_batch_norm(self.depthwise2(x.relu_()), self.pointwise2, self.bn2)
 
 
 class FactorizedReduce(nn.Module):
@@ -131,8 +236,8 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # convs on the subsampled grids move a quarter of the data a stride-2 conv on x does
-        even = self.conv_even(x[:, :, ::2, ::2])
-        odd = self.conv_odd(x[:, :, 1::2, 1::2])
+        even, odd = pixel_grids(x)
+        even, odd = self.conv_even(even), self.conv_odd(odd)
         # an odd size leaves the odd grid one row/column short: zero-pad it, as NAO does
         missing_h, missing_w = even.shape[2] - odd.shape[2], even.shape[3] - odd.shape[3]
         if missing_h or missing_w:
@@ -158,6 +263,20 @@ def op_constructors(op_names: tuple[str, ...]) -> list[OpConstructor]:
     if unknown:
         raise ValueError(f"ops {unknown} have no module in rnas.ops.OP_TABLE (known: {sorted(OP_TABLE)})")
     return [OP_TABLE[name] for name in op_names]
+
+
+# --- building blocks of both networks -----------------------------------------------------
+
+
+def sum_branches(x: Tensor, y: Tensor, x_input: Tensor, y_input: Tensor) -> Tensor:
+    """A node's value ``x + y``, summed in place into a branch output that is the node's own:
+    not the branch's input (an identity returns its input, a state other nodes read). No op
+    keeps its output for backward, so autograd allows it."""
+    if x is not x_input:
+        return x.add_(y)
+    if y is not y_input:
+        return y.add_(x)
+    return x + y
 
 
 def reduction_layout(cells_per_stage: int) -> list[bool]:

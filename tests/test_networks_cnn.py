@@ -1,15 +1,18 @@
 """The CNN ops, the weight-sharing supernet and the final network, on tiny inputs."""
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rnas.config import ConfigError, from_dict
 from rnas.networks import ChildConfig, NetworkCIFAR, SupernetCIFAR, SupernetConfig, count_parameters
-from rnas.ops import OP_TABLE
+from rnas.ops import (OP_TABLE, MaxPool, SepConv, pixel_grids, pointwise_batch_norm, relu_conv2d,
+                      use_batch_statistics)
 from rnas.spaces.nao_cnn import NAONET_B_36, NAONET_WS, OPS, NAOCellSpace
 
 SPACE = NAOCellSpace()
@@ -61,6 +64,88 @@ def test_ops_keep_channels_and_halve_size_rounding_up(name, size):
     x = torch.randn(2, 6, size, size)
     assert OP_TABLE[name](6, 1)(x).shape == (2, 6, size, size)
     assert OP_TABLE[name](6, 2)(x).shape == (2, 6, (size + 1) // 2, (size + 1) // 2)
+
+
+FUSED_OPS = ["relu_conv2d", "max_pool", "pixel_grids", "pointwise_batch_norm", "relu_pointwise_batch_norm",
+             "pointwise_batch_norm_batch_statistics"]
+
+
+def fused_and_plain(name: str):
+    """(a fused op, the plain ops it stands for, the module holding their parameters)."""
+    if name == "relu_conv2d":
+        conv = nn.Conv2d(4, 4, 3, 2, 1, groups=4, bias=False).double()
+        return lambda x: relu_conv2d(x, conv.weight, 2, 1, 4), lambda x: conv(F.relu(x)), conv
+    if name == "max_pool":
+        pool = MaxPool(3, 2)
+        return pool, lambda x: F.max_pool2d(x, 3, 2, 1), pool
+    if name == "pixel_grids":
+        def flat(even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+            return torch.cat([even.flatten(1), odd.flatten(1)], 1)
+        return (lambda x: flat(*pixel_grids(x)), lambda x: flat(x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]),
+                nn.Identity())
+    relu_first = name.startswith("relu")
+    block = nn.Sequential(nn.Conv2d(4, 6, 1, bias=False), nn.BatchNorm2d(6)).double()
+    if name.endswith("batch_statistics"):
+        use_batch_statistics(block)
+    conv, bn = block
+    return (lambda x: pointwise_batch_norm(x, conv, bn, relu_first),
+            lambda x: bn(conv(F.relu(x) if relu_first else x)), block)
+
+
+def outputs_and_grads(fn, x: torch.Tensor, module: nn.Module) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_()
+    module.zero_grad(set_to_none=True)
+    out = fn(x)
+    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+    return [out.detach(), x.grad] + [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("name", FUSED_OPS)
+def test_fused_ops_give_the_plain_ops_results_and_gradients(name, memory_format):
+    torch.manual_seed(0)
+    fused, plain, module = fused_and_plain(name)
+    x = torch.randn(3, 4, 7, 7, dtype=torch.float64).contiguous(memory_format=memory_format)
+    initial_state = copy.deepcopy(module.state_dict())
+    expected = outputs_and_grads(plain, x, module)
+    expected_state = copy.deepcopy(module.state_dict())
+    module.load_state_dict(initial_state)
+    got = outputs_and_grads(fused, x, module)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    for key, value in module.state_dict().items():  # running statistics updated alike
+        torch.testing.assert_close(value, expected_state[key])
+
+
+def saved_activation_bytes(fn, x: torch.Tensor) -> int:
+    """Bytes of the activation-sized tensors ``fn`` keeps for its backward pass."""
+    storages = {}
+
+    def pack(t):
+        if t.numel() >= x.numel():
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return sum(storages.values())
+
+
+def test_sep_conv_keeps_four_activations_for_backward():
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    op = SepConv(8, 3, 1)
+    # its input, the two depthwise outputs and the first batch-norm's output; the ReLU
+    # outputs and the pointwise outputs are recomputed in backward
+    assert saved_activation_bytes(op, x) == 4 * x.numel() * x.element_size()
+
+
+def test_fused_ops_run_the_plain_ops_under_autocast():
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = SepConv(8, 5, 2)(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 8, 4, 4)
+    out.float().sum().backward()
+    assert x.grad is not None
 
 
 @pytest.mark.parametrize("arch", single_op_archs())
@@ -141,7 +226,8 @@ def test_child_forward_backward_every_op(arch):
     model.drop_path_prob = 0.2
     logits, aux_logits = model(images())
     assert logits.shape == aux_logits.shape == (2, 5)
-    (F.cross_entropy(logits, torch.tensor([0, 1])) + 0.4 * F.cross_entropy(aux_logits, torch.tensor([0, 1]))).backward()
+    labels = torch.tensor([0, 1])
+    (F.cross_entropy(logits, labels) + 0.4 * F.cross_entropy(aux_logits, labels)).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
     logits, aux_logits = model(images())

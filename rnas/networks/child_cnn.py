@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnas.config import require
-from rnas.ops import CellInputs, FactorizedReduce, op_constructors, reduction_layout
+from rnas.ops import CellInputs, FactorizedReduce, op_constructors, reduction_layout, sum_branches
 from rnas.spaces.base import Arch
 from rnas.spaces.nao_cnn import N_INPUTS, NAOCellSpace
 
@@ -64,7 +64,7 @@ class ChildCell(nn.Module):
         for node, (x_in, _, y_in, _) in enumerate(self.nodes):
             x = self._branch(2 * node, states[x_in], drop_prob)
             y = self._branch(2 * node + 1, states[y_in], drop_prob)
-            states.append(x + y)
+            states.append(sum_branches(x, y, states[x_in], states[y_in]))
         for key, reduce in self.reduce_loose_inputs.items():
             states[int(key)] = reduce(states[int(key)])
         return torch.cat([states[i] for i in self.loose_ends], dim=1)

@@ -8,7 +8,8 @@ weight decay from an optimizer that skips gradient-less parameters.
 
 The loose ends of a cell are concatenated and mixed by a ReLU-1x1 conv-BN whose weight has
 one slice per node, the slices of the loose ends concatenated (the port's WSReLUConvBN):
-every cell outputs ``channels`` channels whatever the architecture.
+every cell outputs ``channels`` channels whatever the architecture. (It is computed as the
+sum of each loose end's 1x1 conv, which needs no concatenated copy.)
 
 Batch-norm always normalises with the batch's statistics and keeps no running averages
 (``rnas.ops.use_batch_statistics``), in training and in evaluation alike: running averages
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnas.config import require
-from rnas.ops import (CellInputs, FactorizedReduce, op_constructors, reduction_layout, relu_conv2d,
+from rnas.ops import (CellInputs, FactorizedReduce, op_constructors, reduction_layout, relu_conv2d, sum_branches,
                       use_batch_statistics)
 from rnas.spaces.base import Arch
 from rnas.spaces.nao_cnn import N_INPUTS, NAOCellSpace
@@ -90,18 +91,19 @@ class SupernetCell(nn.Module):
         self.nodes = nn.ModuleList(
             nn.ModuleList(SharedBranch(space, node, channels, reduction) for _branch in range(2))
             for node in range(N_INPUTS, n_states))
-        # a reduction cell's loose-end inputs are still full size: reduce them before the concat
-        self.reduce_loose_inputs = nn.ModuleList(
-            FactorizedReduce(channels, channels) for _ in range(N_INPUTS if reduction else 0))
+        # a reduction cell's loose-end inputs are still full size: reduce them before the mix
+        if reduction:
+            self.reduce_loose_inputs = nn.ModuleList(FactorizedReduce(channels, channels) for _ in range(N_INPUTS))
         self.combine = LooseEndCombine(n_states, channels)
 
     def forward(self, s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
         nodes, loose_ends = plan
         states = self.inputs(s0, s1)
         for (x_branch, y_branch), (x_in, x_op, y_in, y_op) in zip(self.nodes, nodes):
-            states.append(x_branch(states, x_in, x_op) + y_branch(states, y_in, y_op))
+            x, y = x_branch(states, x_in, x_op), y_branch(states, y_in, y_op)
+            states.append(sum_branches(x, y, states[x_in], states[y_in]))
         for i in loose_ends:
-            if i < len(self.reduce_loose_inputs):
+            if self.reduction and i < N_INPUTS:
                 states[i] = self.reduce_loose_inputs[i](states[i])
         return self.combine(states, loose_ends)
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from rnas.config import require
+from rnas.controller import Controller
 from rnas.strategies.base import EmbeddingConfig, EmbeddingStrategy
 
 
@@ -120,12 +121,31 @@ def _sampling_log_density(x: Tensor, mean: Tensor, var: Tensor, init_mean: Tenso
     return torch.logaddexp(log_f + math.log(1 - mixture), log_f0 + math.log(mixture))
 
 
+def latent_objective(controller: Controller, shape: tuple[int, ...],
+                     score_decoded: bool) -> Callable[[Tensor], Tensor]:
+    """H for MRAS: flattened latent points [N, T * d] -> predicted performance [N], in one batch.
+
+    ``score_decoded``: rate the architecture each point decodes to (re-encoded) instead of the point.
+    """
+    @torch.no_grad()
+    def objective(x: Tensor) -> Tensor:
+        points = x.view(-1, *shape)
+        if score_decoded:
+            points = controller.encode(controller.decode(points))
+        return controller.predict(points)
+    return objective
+
+
 @dataclass
 class RNASConfig(EmbeddingConfig):
     mras: MRASConfig = field(default_factory=MRASConfig)
     final_samples: int = 299      # M: decoded from the final distribution (besides its mean)
     max_draws: int = 20           # batches of M drawn at most while new architectures are short
     widen: float = 1.5            # each further batch is drawn with sigma scaled by this much more
+    #: H(x) = predictor on the encoding of the architecture x decodes to, not on x itself (§4
+    #: scores x): the predictor's maximum in the latent space can lie off the architectures,
+    #: rated far higher than what it decodes to
+    score_decoded: bool = False
 
     def check(self):
         super().check()
@@ -145,12 +165,7 @@ class RNASStrategy(EmbeddingStrategy):
 
     def moves(self, latent: Tensor, n: int) -> Iterator[Tensor]:
         shape = latent.shape[1:]
-        predictor = self.controller.predict
-
-        @torch.no_grad()
-        def objective(x: Tensor) -> Tensor:
-            return predictor(x.view(-1, *shape))
-
+        objective = latent_objective(self.controller, shape, self.config.score_decoded)
         result = mras_search(objective, latent.flatten(1), self.config.mras, self.generator)
         self.last_search = result
         yield result.mean.view(1, *shape)
