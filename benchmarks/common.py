@@ -19,7 +19,9 @@ from rnas.device import resolve_device
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU intra-op threads (default 1: on a CPU shared with other jobs, OpenMP "
+                             "threads wait on each other; 0 keeps torch's default)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC model and inputs (default: on)")
     parser.add_argument("--image-size", type=int, default=32)
@@ -50,7 +52,7 @@ def reuse_freed_memory() -> bool:
 def setup(args: argparse.Namespace) -> tuple[torch.device, torch.memory_format]:
     """Tune the allocator if asked, seed, and pick the device and memory format asked for."""
     args.tune_allocator = args.tune_allocator and reuse_freed_memory()
-    if args.threads is not None:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
