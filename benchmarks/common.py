@@ -2,26 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import resource
-import sys
 import time
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rnas.device import resolve_device
+from rnas.device import peak_memory, resolve_device, reuse_freed_memory
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU intra-op threads (default 1: on a CPU shared with other jobs, OpenMP "
-                             "threads wait on each other; 0 keeps torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU intra-op threads (default 0: torch's default, one per core, as the stages "
+                             "run; 1 is steadier on a CPU shared with other jobs)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC model and inputs (default: on)")
     parser.add_argument("--image-size", type=int, default=32)
@@ -29,24 +26,6 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--tune-allocator", action=argparse.BooleanOptionalAction, default=True,
                         help="keep freed memory in the heap for reuse (default: on; see reuse_freed_memory)")
     return parser
-
-
-def reuse_freed_memory() -> bool:
-    """Ask glibc malloc to keep freed blocks up to 32 MB (its ceiling) in the heap for reuse.
-
-    PyTorch allocates CPU activations with malloc; glibc serves large blocks with fresh mmaps
-    and trims freed heap back to the OS, so activations are page-faulted in again and again
-    (here a ReLU on a 16 MB tensor took 6.5 ms instead of 1 ms; a supernet training step ~7%
-    longer). Returns whether glibc accepted.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
 def setup(args: argparse.Namespace) -> tuple[torch.device, torch.memory_format]:
@@ -85,14 +64,6 @@ def gflops(fn: Callable[[], None]) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 1e9
-
-
-def peak_memory(device: torch.device) -> dict[str, float]:
-    """Peak resident memory of this process (MB) and, on CUDA, peak allocated device memory."""
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if device.type == "cuda":
-        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return out
 
 
 def print_result(result: dict) -> None:

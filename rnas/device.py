@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -76,3 +78,31 @@ def autocast(device: torch.device, enabled: bool = True) -> ContextManager:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def reuse_freed_memory() -> bool:
+    """Ask glibc malloc to keep freed blocks up to 32 MB (its ceiling) in the heap for reuse.
+
+    PyTorch allocates CPU activations with malloc; glibc serves large blocks with fresh mmaps
+    and trims freed heap back to the OS, so activations are page-faulted in again and again
+    (here a ReLU on a 16 MB tensor took 6.5 ms instead of 1 ms; a supernet training step ~7%
+    longer). Returns whether glibc accepted.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak resident memory (MB) of this process or of the largest child it waited for (a
+    torchrun rank) and, on CUDA, peak allocated device memory."""
+    peak_kb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    out = {"peak_rss_mb": round(peak_kb / 1024, 1)}
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out

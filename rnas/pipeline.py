@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import torch
 from rnas.artifacts import write_json
 from rnas.config import ConfigError
 from rnas.data.images import ImageSplit
-from rnas.device import leased_device
+from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.networks.supernet_cnn import SupernetCIFAR
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
@@ -92,11 +93,15 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
                 space = get_space(params.space)
                 seed_everything(params.seed)
                 with leased_device(params.device) as device:
+                    if device.type == "cpu":
+                        reuse_freed_memory()
                     dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
                     tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
                     try:
                         with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
+                            started = time.perf_counter()
                             body(StageContext(name, params, dist.device, space, run, dist))
+                            _report_cost(name, run, time.perf_counter() - started, device)
                     finally:
                         dist.close()
             except (ConfigError, FileNotFoundError) as e:
@@ -104,6 +109,13 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
                 raise SystemExit(2) from None
         return main
     return decorate
+
+
+def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device) -> None:
+    """What the stage cost, printed and tracked: users size profiles for their machine from it."""
+    cost = {"stage_seconds": round(seconds, 1), **peak_memory(device)}
+    run.log_metrics(cost)
+    print(f"[{name}] done in {seconds:.0f} s, peak memory {cost['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
 
 
 def _relaunch_under_torchrun(name: str, nproc: int) -> int:

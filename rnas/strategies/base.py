@@ -70,6 +70,8 @@ class EmbeddingStrategy(SearchStrategy):
         self.controller = build_controller(space, config.controller, seed)
         self.fits = 0
         self.last_fit: dict = {}
+        #: how many of the last call's proposals came from the moves (the rest: random fill)
+        self.last_generated = 0
         self.fitted_on: tuple[Observation, ...] | None = None
 
     def fit(self, history: Sequence[Observation]) -> dict:
@@ -96,11 +98,13 @@ class EmbeddingStrategy(SearchStrategy):
             if self.fitted_on != tuple(history):
                 self.fit(history)
             proposed = self.generate(history, n)
+        self.last_generated = len(proposed)
         return proposed + self.space.sample_unique(n - len(proposed), self.rng,
                                                    exclude=self.seen(history) | set(proposed))
 
     def generate(self, history: Sequence[Observation], n: int) -> list[Arch]:
-        """Up to ``n`` new architectures from the latent neighbourhood of the top ``top_k``."""
+        """Up to ``n`` new architectures from the latent neighbourhood of the top ``top_k``: the
+        first ones the moves decode to, or the ``n`` best rated of the first ``candidates``."""
         top = sorted(history, key=lambda o: -o.score)[:self.config.top_k]
         with torch.no_grad():
             latent = self.controller.encode(self.controller.tokens([o.arch for o in top]))
