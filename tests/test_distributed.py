@@ -11,28 +11,19 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from rnas.data.images import AugmentConfig, ImageSplit
+from rnas.data.images import AugmentConfig
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.distributed import DistributedContext
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
+from tests.synthetic import N_CLASSES, TinyChild, brightness_split
 
 CPU = torch.device("cpu")
-N_CLASSES = 4
 WORLD = 2
 ARCHS = [(0, 0), (1, 0), (0, 1), (1, 1)]
 SUPERNET = SupernetTrainConfig(epochs=2, batch_size=16, lr_max=0.1, lr_min=0.01, eval_batches=2,
                                eval_batch_size=16, augment=AugmentConfig(crop_padding=1))
 CHILD = ChildTrainConfig(epochs=2, batch_size=16, lr_max=0.05, drop_path_prob=0.0,
                          augment=AugmentConfig(crop_padding=1, cutout=2))
-
-
-def brightness_split(n: int, seed: int) -> ImageSplit:
-    """8x8 grey noise whose mean brightness (30 + 60 k) gives the class k."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % N_CLASSES
-    images = 30 + 60 * labels.view(-1, 1, 1, 1) + torch.randint(-40, 41, (n, 1, 8, 8), generator=generator)
-    return ImageSplit(images.clamp(0, 255).to(torch.uint8), labels, [str(k) for k in range(N_CLASSES)],
-                      (0.5,), (0.3,))
 
 
 class TinySupernet(nn.Module):
@@ -51,21 +42,6 @@ class TinySupernet(nn.Module):
         for choices, op in zip(self.layers, arch):
             x = torch.relu(choices[op](x))
         return self.head(x.mean((2, 3)))
-
-
-class TinyChild(nn.Module):
-    """With batch norm: each rank normalises its own shard, and running statistics are averaged."""
-
-    def __init__(self, channels: int = 8):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
-        self.head = nn.Linear(channels, N_CLASSES)
-        self.aux_head = nn.Linear(channels, N_CLASSES)
-        self.drop_path_prob = 0.0
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features = self.body(x).mean((2, 3))
-        return self.head(features), (self.aux_head(features) if self.training else None)
 
 
 def train_both(dist: DistributedContext, out_dir: Path) -> dict:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rnas.config import ConfigError, from_dict
-from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit, fixed_batches
+from rnas.data.images import AugmentConfig, ImageBatches, fixed_batches
 from rnas.device import autocast, resolve_device, use_channels_last
 from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR
 from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
@@ -19,19 +19,10 @@ from rnas.spaces.nao_cnn import NAOCellSpace
 from rnas.training.child import ChildTrainConfig, drop_path_prob_at, evaluate_classifier, train_child
 from rnas.training.progress import Progress, format_duration
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
+from tests.synthetic import N_CLASSES, TinyChild, brightness_split
 
 CPU = torch.device("cpu")
-N_CLASSES = 4
 AUGMENT = AugmentConfig(crop_padding=1)
-
-
-def brightness_split(n: int = 64, seed: int = 0) -> ImageSplit:
-    """8x8 grey images of noise whose mean brightness (30 + 60 k) gives the class k."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % N_CLASSES
-    images = 30 + 60 * labels.view(-1, 1, 1, 1) + torch.randint(-40, 41, (n, 1, 8, 8), generator=generator)
-    return ImageSplit(images.clamp(0, 255).to(torch.uint8), labels, [str(k) for k in range(N_CLASSES)],
-                      (0.5,), (0.3,))
 
 
 class TinySupernet(nn.Module):
@@ -58,27 +49,6 @@ class TinySupernet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-class TinyChild(nn.Module):
-    """``forward(x) -> (logits, aux_logits or None)`` with drop-path drawn from the global RNG."""
-
-    def __init__(self, channels: int = 8):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
-        self.head = nn.Linear(channels, N_CLASSES)
-        self.aux_head = nn.Linear(channels, N_CLASSES)
-        self.drop_path_prob = 0.0
-        self.drop_path_seen: list[float] = []
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.body(x)
-        if self.training:
-            self.drop_path_seen.append(self.drop_path_prob)
-            keep = 1.0 - self.drop_path_prob
-            h = h * torch.empty(len(h), 1, 1, 1).bernoulli_(keep) / keep
-        features = h.mean((2, 3))
-        return self.head(features), (self.aux_head(features) if self.training else None)
-
-
 def supernet_cfg(**overrides) -> SupernetTrainConfig:
     settings = dict(epochs=2, batch_size=16, lr_max=0.1, lr_min=0.01, eval_batches=2, eval_batch_size=16,
                     augment=AUGMENT)
@@ -98,15 +68,6 @@ def assert_same_state(a: nn.Module, b: nn.Module) -> None:
 
 
 ARCHS = [(0, 0), (1, 0), (0, 1), (2, 1)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only fight over a shared machine's cores (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- device ---------------------------------------------------------------------------------

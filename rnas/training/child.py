@@ -22,33 +22,24 @@ from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit
 from rnas.device import autocast, memory_format, use_channels_last
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
-from rnas.training.step import batch_totals, optimizer_step
+from rnas.training.step import ClassifierTrainConfig, batch_totals, optimizer_step
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
-class ChildTrainConfig:
+class ChildTrainConfig(ClassifierTrainConfig):
     epochs: int = 600
-    batch_size: int = 128            # global: split over the ranks of a torchrun job
     lr_max: float = 0.025
     lr_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
     auxiliary_weight: float = 0.4    # loss weight of the auxiliary head, if the network has one
     drop_path_prob: float = 0.2      # reached at the end of training, ramped linearly from 0
-    mixed_precision: bool = True     # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False            # torch.compile the network
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(cutout=16))
 
     def check(self) -> None:
+        super().check()
         require(self.epochs > 0, "epochs", "must be > 0")
-        require(self.batch_size > 0, "batch_size", "must be > 0")
-        require(0 <= self.lr_min <= self.lr_max, "lr_min", "must be in [0, lr_max]")
-        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        require(self.grad_clip > 0, "grad_clip", "must be > 0")
         require(self.auxiliary_weight >= 0, "auxiliary_weight", "must be >= 0")
         require(0 <= self.drop_path_prob < 1, "drop_path_prob", "must be in [0, 1)")
 

@@ -1,10 +1,36 @@
-"""The optimizer step both classifier trainers take, and the per-batch totals they report."""
+"""What both classifier trainers share: their SGD settings, optimizer step and per-batch totals."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from rnas.config import require
+from rnas.data.images import AugmentConfig
 from rnas.training.distributed import DistributedContext
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """SGD with momentum on a cosine schedule from ``lr_max`` to ``lr_min``, gradients clipped."""
+    epochs: int = 30                 # epochs of the stage that uses this config
+    batch_size: int = 128            # global: split over the ranks of a torchrun job
+    lr_max: float = 0.05
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    mixed_precision: bool = True     # bf16 autocast on CUDA; ignored on CPU
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def check(self) -> None:
+        require(self.epochs >= 0, "epochs", "must be >= 0")
+        require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(0 <= self.lr_min <= self.lr_max, "lr_min", "must be in [0, lr_max]")
+        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.grad_clip > 0, "grad_clip", "must be > 0")
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,

@@ -10,7 +10,7 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -19,38 +19,24 @@ from torch import nn
 
 from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import require
-from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit, fixed_batches
+from rnas.data.images import ImageBatches, ImageSplit, fixed_batches
 from rnas.device import autocast, memory_format, use_channels_last
 from rnas.spaces.base import Arch
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
-from rnas.training.step import batch_totals, optimizer_step
+from rnas.training.step import ClassifierTrainConfig, batch_totals, optimizer_step
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
-class SupernetTrainConfig:
-    epochs: int = 30                 # epochs of the stage that uses this config
-    batch_size: int = 128            # global: split over the ranks of a torchrun job
-    lr_max: float = 0.05
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+class SupernetTrainConfig(ClassifierTrainConfig):
     eval_batches: int = 4            # fixed validation batches, the same for every architecture
     eval_batch_size: int = 500
-    mixed_precision: bool = True     # bf16 autocast on CUDA; ignored on CPU
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def check(self) -> None:
-        require(self.epochs >= 0, "epochs", "must be >= 0")
-        require(self.batch_size > 0, "batch_size", "must be > 0")
-        require(0 <= self.lr_min <= self.lr_max, "lr_min", "must be in [0, lr_max]")
-        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        require(self.grad_clip > 0, "grad_clip", "must be > 0")
+        super().check()
         require(self.eval_batches > 0, "eval_batches", "must be > 0")
         require(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
 
