@@ -235,3 +235,18 @@ def test_command_errors_name_the_problem(table, tmp_path, capsys, extra, message
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_diagnosis_judges_each_embedding_move_against_the_table(table):
+    from benchmarks.nb201.diagnose import diagnose, summarise
+    options = {"controller": {"token_embedding": 8, "hidden": 16, "mlp_hidden": 16},
+               "train": {"epochs": 5, "refit_epochs": 2}, "batch_size": 5, "initial_random": 10,
+               "mras": {"iterations": 2, "samples": 20}}
+    spec = TableSpec("nb201", str(table), "valid", "test", None)
+    frame = diagnose("rnas", options, spec, Budget(None, 25), seeds=[0])
+    assert len(frame) == 3  # calls after the 10 random cells: at 10, 15 and 20 observed
+    assert frame.observed.tolist() == [10, 15, 20]
+    for column in ("generated", "percentile", "beats_best", "recon_seen", "recon_random"):
+        assert frame[column].between(0, 1).all(), column
+    assert (frame.hamming >= 0).all() and (frame.hamming <= 6).all()
+    assert list(summarise(frame).index)[-1] == "all"
