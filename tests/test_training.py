@@ -17,7 +17,7 @@ from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR
 from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 from rnas.spaces.nao_cnn import NAOCellSpace
 from rnas.training.child import ChildTrainConfig, drop_path_prob_at, evaluate_classifier, train_child
-from rnas.training.progress import Progress, format_duration
+from rnas.training.progress import CountProgress, Progress, format_duration
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from tests.synthetic import N_CLASSES, TinyChild, brightness_split
 
@@ -127,6 +127,22 @@ def test_progress_lines_and_eta():
                         "elapsed 31s  ETA 7m45s")
     assert lines[1] == ("[warmup] epoch 3/10  loss 1.234  acc 45.6%  312 img/s  valid acc 50.0%  "
                         "elapsed 1m02s  ETA 7m14s")
+
+
+def test_count_progress_writes_at_intervals_and_at_the_end():
+    clock, stream = FakeClock(), io.StringIO()
+    progress = CountProgress("round 2", "scored", 100, "architectures", interval_s=30, stream=stream, clock=clock)
+    clock.now = 10
+    progress.update(10)  # not due yet
+    clock.now = 40
+    progress.update(40)
+    clock.now = 50
+    progress.update(50)
+    clock.now = 100
+    progress.update(100)  # the last one is always written
+    assert stream.getvalue().splitlines() == [
+        "[round 2] scored 40/100 architectures  elapsed 40s  ETA 1m00s",
+        "[round 2] scored 100/100 architectures  elapsed 1m40s  ETA 0s"]
 
 
 # --- configs --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from rnas.data.images import ImageBatches, ImageSplit, fixed_batches
 from rnas.device import autocast, memory_format, use_channels_last
 from rnas.spaces.base import Arch
 from rnas.training.distributed import DistributedContext
-from rnas.training.progress import Progress
+from rnas.training.progress import CountProgress, Progress
 from rnas.training.step import ClassifierTrainConfig, batch_totals, optimizer_step
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -152,13 +152,17 @@ class SupernetTrainer:
         return batch_totals(loss, logits, y)
 
     # --- scoring ------------------------------------------------------------------------
-    def score(self, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[float]:
+    def score(self, archs: Sequence[Arch], batches: Sequence[Batch], label: str = "score") -> list[float]:
         """Accuracy of each architecture on the same ``batches``; ranks split the architectures."""
         correct = torch.zeros(len(archs), device=self.device)
+        mine = range(self.dist.rank, len(archs), self.dist.world_size)
+        progress = CountProgress(label, "scored", len(mine), "architectures") if self.dist.is_main else None
         with batch_statistics(self.model), torch.no_grad(), autocast(self.device, self.cfg.mixed_precision):
-            for i in range(self.dist.rank, len(archs), self.dist.world_size):
+            for done, i in enumerate(mine, start=1):
                 for x, y in batches:
                     correct[i] += (self.model(x, archs[i]).argmax(1) == y).sum()
+                if progress is not None:
+                    progress.update(done)
         n_images = sum(len(y) for _, y in batches)
         return (self.dist.sum(correct) / n_images).tolist()
 
