@@ -1,9 +1,11 @@
-"""Evaluate a trained model: accuracy on a prepared split, size, FLOPs and latency.
+"""Evaluate a trained model on a prepared split: accuracy, size, FLOPs and latency of an image
+model; loss, perplexity, size and latency of a language model.
 
-Also a command, for any dataset the prepare stage understands (the model's own normalisation
-is used, whatever the data's statistics):
+Also a command, for any dataset the prepare stage understands (an image model uses its own
+normalisation, whatever the data's statistics; a language model needs the corpus it was trained on):
 
     python -m rnas.evaluate --model artifacts/retrain/model.pt --dataset imagefolder --root DIR [--split test]
+    python -m rnas.evaluate --model artifacts/retrain/model.pt --dataset ptb --root DIR [--split test]
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -21,10 +24,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from rnas.config import ConfigError, from_dict
 from rnas.data.images import ImageBatches, ImageSplit, load_split
 from rnas.data.prepare import DataConfig, prepare_dataset
+from rnas.data.text import TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.device import resolve_device
 from rnas.export import load_model
 from rnas.networks.child_cnn import count_parameters
 from rnas.training.child import evaluate_classifier
+from rnas.training.language_model import evaluate_language_model
 
 
 def with_model_normalisation(split: ImageSplit, card: dict) -> ImageSplit:
@@ -34,7 +39,7 @@ def with_model_normalisation(split: ImageSplit, card: dict) -> ImageSplit:
 
 
 @torch.no_grad()
-def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int) -> float:
+def latency_ms(model: Callable[[torch.Tensor], object], example: torch.Tensor, repeats: int) -> float:
     """Median wall time of one forward pass over ``example`` (after a warm-up pass)."""
     model(example)
     times = []
@@ -70,22 +75,53 @@ def evaluate_model(model: torch.nn.Module, card: dict, split: ImageSplit, device
             "latency_ms": latency_ms(model, example, latency_repeats), "latency_batch_size": latency_batch_size}
 
 
+def evaluate_text_model(model: torch.nn.Module, card: dict, vocab: Sequence[str], ids: torch.Tensor,
+                        device: torch.device, batch_size: int = 10, latency_batch_size: int = 1,
+                        latency_repeats: int = 20) -> dict:
+    """A language model (``rnas.export`` card) on the word stream ``ids`` of a corpus with ``vocab``;
+    latency is of one window of the model's ``bptt`` words in ``latency_batch_size`` columns."""
+    if list(vocab) != list(card["vocab"]):
+        raise ValueError("the corpus's vocabulary differs from the model's: evaluate on the corpus it was trained on")
+    model = model.to(device).eval()
+    quality = evaluate_language_model(model, ids, batch_size, card["bptt"])
+    window = ids[:card["bptt"] * latency_batch_size].view(latency_batch_size, -1).t().to(device)
+    return {"loss": quality["loss"], "perplexity": quality["perplexity"], "tokens": len(ids),
+            "params_m": count_parameters(model) / 1e6,
+            "latency_ms": latency_ms(lambda tokens: model(tokens, model.init_hidden(latency_batch_size)), window,
+                                     latency_repeats),
+            "latency_batch_size": latency_batch_size, "window": card["bptt"]}
+
+
+def _image_metrics(model: torch.nn.Module, card: dict, args: argparse.Namespace, folder: Path) -> dict:
+    prepare_dataset(from_dict(DataConfig, {"dataset": args.dataset, "root": args.root}, "data"), folder)
+    return evaluate_model(model, card, load_split(folder, args.split), resolve_device(args.device), args.batch_size)
+
+
+def _text_metrics(model: torch.nn.Module, card: dict, args: argparse.Namespace, folder: Path) -> dict:
+    data_cfg = from_dict(TextDataConfig, {"dataset": args.dataset, "root": args.root, "allow_missing_test": True},
+                         "data")
+    prepare_corpus(data_cfg, folder)
+    corpus = load_prepared_corpus(folder)
+    return {**evaluate_text_model(model, card, corpus.vocab, getattr(corpus, args.split),
+                                  resolve_device(args.device), args.batch_size),
+            "test_is_valid": corpus.test_is_valid}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnas.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model file written by the retrain stage")
-    parser.add_argument("--dataset", required=True, choices=["digits", "cifar10", "imagefolder"])
-    parser.add_argument("--root", help="the dataset's folder or .tar.gz (cifar10, imagefolder)")
+    parser.add_argument("--dataset", required=True, choices=["digits", "cifar10", "imagefolder", "ptb"])
+    parser.add_argument("--root", help="the dataset's folder or .tar.gz (cifar10, imagefolder, ptb)")
     parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 256 images, or 10 columns of text")
     args = parser.parse_args(argv)
     try:
-        data_cfg = from_dict(DataConfig, {"dataset": args.dataset, "root": args.root}, "data")
         model, card = load_model(args.model)
+        language = card.get("task") == "language"
+        args.batch_size = args.batch_size or (10 if language else 256)
         with tempfile.TemporaryDirectory() as tmp:
-            prepare_dataset(data_cfg, Path(tmp) / "data")
-            split = load_split(Path(tmp) / "data", args.split)
-        metrics = evaluate_model(model, card, split, resolve_device(args.device), args.batch_size)
+            metrics = (_text_metrics if language else _image_metrics)(model, card, args, Path(tmp) / "data")
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

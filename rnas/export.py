@@ -5,19 +5,22 @@
     model, card = load_model("artifacts/retrain/model.pt", weights=False)  # architecture only
 
 A model file holds plain tensors and a JSON-able card (space, architecture string, network
-config, classes, normalisation): it loads with ``torch.load(weights_only=True)``.
+config, and the classes and normalisation of an image model or the vocabulary of a language
+model): it loads with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import from_dict
 from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR
+from rnas.networks.rnn import RNNModel, RNNModelConfig
 from rnas.spaces import get_space
 
 
@@ -30,7 +33,15 @@ def build_network(arch: str, child: ChildConfig | dict[str, Any] | None = None, 
     return NetworkCIFAR(search_space, search_space.from_str(arch), child, num_classes, in_channels)
 
 
-def save_model(path: str | os.PathLike, model: NetworkCIFAR, card: dict[str, Any]) -> None:
+def build_language_model(arch: str, child: RNNModelConfig | dict[str, Any] | None, vocab_size: int) -> RNNModel:
+    """A freshly initialised language model of the recurrent cell ``arch`` (the rnn space's string form)."""
+    space = get_space("rnn")
+    if not isinstance(child, RNNModelConfig):
+        child = from_dict(RNNModelConfig, child or {}, "child")
+    return RNNModel(space, space.from_str(arch), child, vocab_size)
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, card: dict[str, Any]) -> None:
     save_checkpoint(path, {"card": card, "state_dict": model.state_dict()})
 
 
@@ -41,13 +52,27 @@ def model_card(space: str, arch: str, child: ChildConfig, num_classes: int, in_c
             "provenance": provenance}
 
 
+def language_model_card(arch: str, child: RNNModelConfig, vocab: Sequence[str], bptt: int,
+                        provenance: dict[str, Any]) -> dict[str, Any]:
+    """``vocab``: word of each id; ``bptt``: the window length it was trained (and is evaluated) with."""
+    return {"task": "language", "space": "rnn", "arch": arch, "child": dataclasses.asdict(child),
+            "vocab": list(vocab), "bptt": bptt, "provenance": provenance}
+
+
+def network_of_card(card: dict[str, Any]) -> nn.Module:
+    """The freshly initialised network a card describes (cards without a task are image models)."""
+    if card.get("task") == "language":
+        return build_language_model(card["arch"], card["child"], len(card["vocab"]))
+    return build_network(card["arch"], card["child"], card["num_classes"], card["in_channels"], card["space"])
+
+
 def load_model(path: str | os.PathLike, weights: bool = True,
-               device: str | torch.device = "cpu") -> tuple[NetworkCIFAR, dict[str, Any]]:
+               device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
     payload = load_checkpoint(path, map_location=device)
     card = payload["card"]
-    model = build_network(card["arch"], card["child"], card["num_classes"], card["in_channels"], card["space"])
+    model = network_of_card(card)
     if weights:
         model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), card

@@ -1,10 +1,16 @@
 """The pipeline's parameters (params.yaml), typed and validated before any work starts.
 
 Each block is the config dataclass of the library part that uses it, so what a stage reads
-is exactly what the library takes. ``load_params`` reports the first bad key in one line.
+is exactly what the library takes. The blocks that differ between tasks (``data.search``,
+``data.final``, ``warmup.supernet``, ``warmup.train``, ``retrain.child``, ``retrain.train``) are
+typed with the config classes of the task that ``task`` names (``rnas.tasks``): ``PipelineParams``
+with those of the default task, image; ``params_class(task)`` with any task's.
+``load_params`` reports the first bad key in one line.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +23,8 @@ from rnas.controller import ControllerConfig, ControllerTrainConfig
 from rnas.data.prepare import DataConfig
 from rnas.networks.child_cnn import ChildConfig
 from rnas.networks.supernet_cnn import SupernetConfig
-from rnas.spaces import available_spaces
 from rnas.strategies import available_strategies, strategy_class
+from rnas.tasks import available_tasks, get_task
 from rnas.tracking import TrackingConfig
 from rnas.training.child import ChildTrainConfig
 from rnas.training.supernet import SupernetTrainConfig
@@ -120,7 +126,8 @@ class TrainerParams:
 class PipelineParams:
     seed: int = 0
     device: str = "auto"
-    space: str = "nao_cnn"
+    task: str = "image"            # image | language: see rnas.tasks
+    space: str = "nao_cnn"         # one of the task's spaces
     trainer: TrainerParams = field(default_factory=TrainerParams)
     data: DataParams = field(default_factory=DataParams)
     warmup: WarmupParams = field(default_factory=WarmupParams)
@@ -131,8 +138,11 @@ class PipelineParams:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def check(self):
-        require(self.space in available_spaces(), "space",
-                f"{self.space!r} is not one of {', '.join(available_spaces())}")
+        check_task(self.task)
+        task = get_task(self.task)
+        require(self.space in task.spaces, "space",
+                f"{self.space!r} is not one of {', '.join(task.spaces)} (the spaces of task {self.task!r})")
+        task.check(self)
         for key, batch in (("warmup.train.batch_size", self.warmup.train.batch_size),
                            ("retrain.train.batch_size", self.retrain.train.batch_size)):
             require(batch % self.trainer.nproc == 0, key,
@@ -146,10 +156,42 @@ class PipelineParams:
                   f"search.strategies.{s.strategy}")
 
 
+@functools.cache
+def params_class(task: str) -> type[PipelineParams]:
+    """``PipelineParams`` with the task-specific blocks typed by ``task``'s config classes."""
+    configs = get_task(task).configs
+    data = _retyped(DataParams, search=(configs.data, field(default_factory=configs.data)),
+                    final=(configs.data | None, field(default=None)))
+    warmup = _retyped(WarmupParams, supernet=(configs.supernet, field(default_factory=configs.supernet)),
+                      train=(configs.supernet_train, field(default_factory=configs.supernet_train)))
+    retrain = _retyped(RetrainParams, child=(configs.network, field(default_factory=configs.network)),
+                       train=(configs.train, field(default_factory=configs.train)))
+    return _retyped(PipelineParams, data=(data, field(default_factory=data)),
+                    warmup=(warmup, field(default_factory=warmup)), retrain=(retrain, field(default_factory=retrain)))
+
+
+def _retyped(base: type, **fields: tuple[Any, Any]) -> type:
+    """A subclass of the dataclass ``base`` whose ``fields`` (name -> (type, default)) are retyped."""
+    cls = dataclasses.make_dataclass(base.__name__, [(name, tp, default) for name, (tp, default) in fields.items()],
+                                     bases=(base,))
+    cls.__module__ = base.__module__
+    return cls
+
+
+def parse_params(data: Any) -> PipelineParams:
+    """Validated parameters from the nested dict of params.yaml (ConfigError naming the first bad key)."""
+    task = data.get("task", PipelineParams.task) if isinstance(data, dict) else PipelineParams.task
+    check_task(task)
+    return from_dict(params_class(task), data)
+
+
+def check_task(name: Any) -> None:
+    require(name in available_tasks(), "task", f"{name!r} is not one of {', '.join(available_tasks())}")
+
+
 def load_params(path: str | os.PathLike = "params.yaml") -> PipelineParams:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parameters file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    return from_dict(PipelineParams, data)
+    return parse_params(yaml.safe_load(path.read_text()) or {})
 

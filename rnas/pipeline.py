@@ -2,7 +2,8 @@
 
 A stage script is ``@stage_main("name") def main(ctx): ...``: parameters are loaded and
 validated before any work, seeds are set, the device is resolved, the stage is tracked, and
-a bad parameter or missing input ends the stage with one line naming it.
+a bad parameter or missing input ends the stage with one line naming it. ``ctx.task`` does the
+work that differs between tasks (``rnas.tasks``).
 """
 from __future__ import annotations
 
@@ -21,14 +22,13 @@ import torch
 
 from rnas.artifacts import write_json
 from rnas.config import ConfigError
-from rnas.data.images import ImageSplit
+from rnas.data.text import CorpusError
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
-from rnas.networks.supernet_cnn import SupernetCIFAR
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
+from rnas.tasks import Task, get_task
 from rnas.tracking import StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import DistributedContext
-from rnas.training.supernet import SupernetTrainer
 
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
@@ -40,6 +40,7 @@ class StageContext:
     params: PipelineParams
     device: torch.device
     space: SearchSpace
+    task: Task
     run: StageRun
     dist: DistributedContext
 
@@ -60,13 +61,9 @@ def prepared_dir(params: PipelineParams, final: bool) -> Path:
     return PREPARED / ("final" if final and params.data.final is not None else "search")
 
 
-def build_supernet_trainer(ctx: StageContext, train_split: ImageSplit) -> SupernetTrainer:
-    """The supernet and its trainer, with one lr schedule spanning warmup and every search round."""
-    p = ctx.params
-    supernet = SupernetCIFAR(ctx.space, p.warmup.supernet, num_classes=len(train_split.classes),
-                             in_channels=train_split.images.shape[1])
-    total = p.warmup.train.epochs + p.search.rounds * p.search.epochs_per_round
-    return SupernetTrainer(supernet, p.warmup.train, ctx.device, total_epochs=total, seed=p.seed, dist=ctx.dist)
+def numeric(record: dict[str, Any]) -> dict[str, float]:
+    """The entries of ``record`` that are numbers (what MLflow takes as metrics)."""
+    return {k: v for k, v in record.items() if isinstance(v, (int, float))}
 
 
 def require_inputs(*paths: Path) -> None:
@@ -100,11 +97,11 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
                     try:
                         with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
                             started = time.perf_counter()
-                            body(StageContext(name, params, dist.device, space, run, dist))
+                            body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
                             _report_cost(name, run, time.perf_counter() - started, device)
                     finally:
                         dist.close()
-            except (ConfigError, FileNotFoundError) as e:
+            except (ConfigError, FileNotFoundError, CorpusError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 raise SystemExit(2) from None
         return main

@@ -10,8 +10,7 @@ import statistics
 import pandas as pd
 
 from rnas.artifacts import atomic_dir, load_checkpoint, write_json
-from rnas.data.images import load_split
-from rnas.pipeline import ARTIFACTS, build_supernet_trainer, prepared_dir, require_inputs, stage_main
+from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, stage_main
 from rnas.pool import ArchPool
 from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy
@@ -37,10 +36,9 @@ def main(ctx):
                    ARTIFACTS / "embed/controller.pt")
     strategy = make_strategy(s.strategy, ctx.space, s.strategy_options(p.embed), seed=p.seed,
                              key=f"search.strategies.{s.strategy}")
-    train, valid = load_split(data, "train"), load_split(data, "valid")
-    trainer = build_supernet_trainer(ctx, train)
-    trainer.load(ARTIFACTS / "warmup/supernet.pt")
-    train_batches, score_batches = trainer.train_batches(train, p.seed), trainer.score_batches(valid)
+    supernet = ctx.task.supernet(ctx, data)
+    supernet.load(ARTIFACTS / "warmup/supernet.pt")
+    objective = ctx.task.objective
     pool = ArchPool.from_csv(ctx.space, ARTIFACTS / "warmup/pool.csv")
     pool.columns["origin"] = ["seed"] * len(pool)
     if isinstance(strategy, EmbeddingStrategy):
@@ -49,9 +47,10 @@ def main(ctx):
     rounds, trace, pools = [], [], []
     for round_ in range(1, s.rounds + 1):
         if round_ > 1:
-            pool.scores = trainer.score(pool.archs, score_batches)
+            pool.scores = supernet.score(pool.archs, label=f"round {round_}")
         rounds.append(summarise(round_, pool))
-        ctx.run.log_metrics({k: v for k, v in rounds[-1].items() if k != "round"}, step=round_)
+        scores = {k: v for k, v in rounds[-1].items() if k != "round"}
+        ctx.run.log_metrics({**scores, **objective.report(scores)}, step=round_)
         proposed = strategy.propose(pool.observations(), s.n_new)
         search = getattr(strategy, "last_search", None)  # only RNAS runs MRAS
         if search is not None:
@@ -62,17 +61,18 @@ def main(ctx):
                            origin=["proposed"] * len(proposed) + ["random"] * len(fresh))
         print(f"[sample] round {round_}/{s.rounds}: {len(proposed)} proposed by {s.strategy}, "
               f"{len(fresh)} random, {len(kept)} kept")
-        trainer.train_epochs(pool.archs, s.epochs_per_round, train_batches, label=f"round {round_}",
-                             on_epoch=lambda r: ctx.run.log_metrics({"supernet_" + k: v for k, v in r.items()},
-                                                                    step=r["epoch"]))
+        supernet.train_epochs(pool.archs, s.epochs_per_round, label=f"round {round_}",
+                              on_epoch=lambda r: ctx.run.log_metrics({"supernet_" + k: v for k, v in r.items()},
+                                                                     step=r["epoch"]))
         pools.append(pool)
-    pool.scores = trainer.score(pool.archs, score_batches)
+    pool.scores = supernet.score(pool.archs, label="final")
     rounds.append(summarise(s.rounds + 1, pool))
     top = pool.top(s.top)
     best = {"arch": ctx.space.to_str(top.archs[0]), "score": top.scores[0], "space": ctx.space.name,
             "strategy": s.strategy}
     metrics = {"best_score": top.scores[0], "top_mean_score": statistics.mean(top.scores),
-               "final_median_score": rounds[-1]["median"]}
+               "final_median_score": rounds[-1]["median"],
+               **objective.report({"best": top.scores[0], "final_median": rounds[-1]["median"]})}
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:
         for round_, round_pool in enumerate(pools, start=1):
@@ -86,7 +86,8 @@ def main(ctx):
         ctx.write_provenance(out)
     for name in ("top.csv", "rounds.csv", "best.json"):
         ctx.run.log_artifact(ctx.out / name)
-    print(f"[sample] best architecture (supernet score {best['score']:.3f}): {best['arch']}")
+    print(f"[sample] best architecture (supernet score {best['score']:.3f}"
+          f"{objective.report_text({'best': best['score']})}): {best['arch']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 import gzip
+import io
 import os
 import pickle
+import shutil
 import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,9 @@ from sklearn.datasets import load_digits
 from rnas.config import ConfigError, from_dict
 from rnas.data import (AugmentConfig, Corpus, DataConfig, ImageBatches, ImageSplit, batchify, fixed_batches,
                        get_batch, load_split, prepare_dataset)
+from rnas.data import text
 from rnas.data.images import class_balanced_order, cutout, random_crop
+from rnas.data.text import CorpusError, TextDataConfig, load_prepared_corpus, prepare_corpus
 
 SHARED_DATA = Path(__file__).parents[2] / "shared/data"
 CPU = torch.device("cpu")
@@ -414,3 +420,95 @@ def test_batchify_and_get_batch():
 def test_real_penn_treebank():
     corpus = Corpus.from_folder(SHARED_DATA / "ptb", allow_missing_test=True)
     assert len(corpus.vocab) == 10000 and len(corpus.train) == 929589 and len(corpus.valid) == 73760
+
+
+# --- prepared corpus ----------------------------------------------------------------------------
+
+
+def text_config(root: Path, **overrides) -> TextDataConfig:
+    return from_dict(TextDataConfig, {"root": str(root), **overrides}, "data.search")
+
+
+@pytest.mark.parametrize("gz_train", [False, True])
+def test_prepare_corpus_writes_ids_vocab_and_meta(tmp_path, gz_train):
+    folder = write_corpus(tmp_path / "c", gz_train=gz_train)
+    meta = prepare_corpus(text_config(folder), tmp_path / "prepared")
+    corpus = load_prepared_corpus(tmp_path / "prepared")
+    reference = Corpus.from_folder(folder)
+    assert corpus.vocab == reference.vocab and not corpus.test_is_valid
+    for split in ("train", "valid", "test"):
+        assert torch.equal(getattr(corpus, split), getattr(reference, split))
+    assert meta["counts"] == {"train": 9, "valid": 4, "test": 3} and meta["vocab_size"] == 6
+    assert meta["source"]["files"] == ["train.txt.gz" if gz_train else "train.txt", "valid.txt", "test.txt"]
+
+
+def test_prepare_corpus_train_prefix_keeps_the_vocabulary_and_changes_the_fingerprint(tmp_path):
+    folder = write_corpus(tmp_path / "c")
+    full = prepare_corpus(text_config(folder), tmp_path / "full")
+    short = prepare_corpus(text_config(folder, max_train_tokens=4), tmp_path / "short")
+    corpus = load_prepared_corpus(tmp_path / "short")
+    assert corpus.train.tolist() == [0, 1, 2, 3] and len(corpus.vocab) == 6  # "dog", "down" from the rest
+    assert short["counts"]["train"] == 4 and short["fingerprint"] != full["fingerprint"]
+    moved = prepare_corpus(text_config(shutil.copytree(folder, tmp_path / "elsewhere")), tmp_path / "moved")
+    assert moved["fingerprint"] == full["fingerprint"]  # where the files lie does not matter
+
+
+def test_prepare_corpus_without_test_file(tmp_path):
+    folder = write_corpus(tmp_path / "c", test=False)
+    with pytest.raises(FileNotFoundError, match=r"data\.search\.root: .*no test\.txt or test\.txt\.gz "
+                                                r"\(set data\.search\.allow_missing_test=true"):
+        prepare_corpus(text_config(folder), tmp_path / "prepared", key="data.search")
+    meta = prepare_corpus(text_config(folder, allow_missing_test=True), tmp_path / "prepared")
+    corpus = load_prepared_corpus(tmp_path / "prepared")
+    assert meta["test_is_valid"] and corpus.test_is_valid and torch.equal(corpus.test, corpus.valid)
+
+
+@pytest.mark.parametrize("breakage, error, match", [
+    (lambda f: (f / "valid.txt").unlink(), FileNotFoundError,
+     r"data\.search\.root: .*: no valid\.txt or valid\.txt\.gz$"),
+    (lambda f: (f / "train.txt").unlink(), FileNotFoundError, r"data\.search\.root: .*: no train\.txt"),
+    (lambda f: (f / "valid.txt").write_text("the zebra sat\n"), CorpusError,
+     r"data\.search\.root: .*valid\.txt: word 'zebra' is not in the training vocabulary"),
+    (lambda f: shutil.rmtree(f), FileNotFoundError, r"data\.search\.root: .* is not a folder"),
+])
+def test_prepare_corpus_errors_name_the_key_and_file(tmp_path, breakage, error, match):
+    folder = write_corpus(tmp_path / "c")
+    breakage(folder)
+    with pytest.raises(error, match=match):
+        prepare_corpus(text_config(folder), tmp_path / "prepared", key="data.search")
+    assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize("params, key", [
+    ({}, "data.search.root: required"),
+    ({"root": "x", "max_train_tokens": 0}, "data.search.max_train_tokens"),
+    ({"root": "x", "dataset": "wikitext"}, "data.search.dataset"),
+])
+def test_text_data_config_errors_name_the_key(params, key):
+    with pytest.raises(ConfigError, match=key):
+        from_dict(TextDataConfig, params, "data.search")
+
+
+def test_download_only_when_asked_and_only_missing_files(tmp_path, monkeypatch):
+    """No network here: urlopen is replaced by a server of a small corpus."""
+    folder = write_corpus(tmp_path / "c", test=False)
+    requested = []
+
+    def fake_urlopen(url, timeout):
+        requested.append(url)
+        return io.BytesIO(b" the cat \n")
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    with pytest.raises(FileNotFoundError, match="no test.txt"):
+        prepare_corpus(text_config(folder), tmp_path / "prepared", key="data.search")
+    assert requested == []
+    prepare_corpus(text_config(folder, download=True), tmp_path / "prepared")
+    assert requested == [text.PTB_URL.format(split="test")]
+    assert (folder / "test.txt").read_text() == " the cat \n"
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match=r"data\.search\.root: .*no train\.txt and downloading .* failed"):
+        prepare_corpus(text_config(tmp_path / "empty", download=True), tmp_path / "prepared", key="data.search")

@@ -32,7 +32,7 @@ from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.text import batchify, get_batch
 from rnas.spaces.base import Arch
-from rnas.training.progress import Progress
+from rnas.training.progress import CountProgress, Progress
 
 EpochCallback = Callable[[dict[str, Any]], None]
 #: ``(tokens, hidden) -> (logits, hidden)``
@@ -98,8 +98,8 @@ class LMTrainConfig:
 
 
 def perplexity(loss: float) -> float:
-    """exp(loss), inf where that overflows."""
-    return math.exp(loss) if loss < 700 else math.inf
+    """exp(loss), inf where that overflows (NaN stays NaN: an unscored entry of a table)."""
+    return math.inf if loss >= 700 else math.exp(loss)
 
 
 def lm_batches(ids: Tensor, batch_size: int, device: torch.device) -> Tensor:
@@ -254,15 +254,19 @@ class LMSupernetTrainer:
         return hidden
 
     # --- scoring ------------------------------------------------------------------------
-    def score(self, archs: Sequence[Arch], data: Tensor) -> list[float]:
+    def score(self, archs: Sequence[Arch], data: Tensor, label: str = "score") -> list[float]:
         """Validation LOSS (mean nats per word; lower is better) of each architecture on the same
         ``data`` (from ``score_data``), without dropout, each from a zero hidden state."""
         was_training = self.model.training
         self.model.eval()
+        progress = CountProgress(label, "scored", len(archs), "architectures")
+        losses = []
         try:
             hidden = self.model.init_hidden(data.shape[1])
-            return [mean_loss(functools.partial(self.model, arch=arch), data, self.cfg.bptt, hidden)
-                    for arch in archs]
+            for arch in archs:
+                losses.append(mean_loss(functools.partial(self.model, arch=arch), data, self.cfg.bptt, hidden))
+                progress.update(len(losses))
+            return losses
         finally:
             self.model.train(was_training)
 

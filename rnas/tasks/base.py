@@ -1,0 +1,143 @@
+"""The interface between the pipeline's stages and a task.
+
+A task says which search spaces it builds networks for, which config classes type its own
+parameter blocks (``data.search``/``data.final``, ``warmup.supernet``, ``warmup.train``,
+``retrain.child``, ``retrain.train``), what a supernet score means (its ``Objective``), and does
+the work that differs between tasks: prepare a dataset, build the supernet that trains and scores
+architectures, retrain one architecture from scratch (resumably), evaluate the result. Pools,
+strategies, the controller, tracking and artifacts are the same for every task.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+from torch import nn
+
+from rnas.spaces.base import Arch
+
+if TYPE_CHECKING:
+    from rnas.params import EvaluateParams, PipelineParams
+    from rnas.pipeline import StageContext
+
+EpochCallback = Callable[[dict[str, Any]], None]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TaskConfigs:
+    """The config classes of a task's own parameter blocks."""
+    data: type              # data.search and data.final
+    supernet: type          # warmup.supernet
+    supernet_train: type    # warmup.train
+    network: type           # retrain.child
+    train: type             # retrain.train
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a supernet score is. Scores are higher-is-better everywhere in the search (pool,
+    strategies, MRAS, ranking): ``score`` makes one from what the supernet measures, negated
+    when lower is better. ``to_metric`` turns a score into the quantity metrics and plots report
+    (``metric``; None when that is the score itself)."""
+    measured: str                  # what the supernet trainer's ``score`` returns
+    higher_is_better: bool         # of ``measured``
+    metric: str | None
+    metric_label: str
+    to_metric: Callable[[float], float] = float
+
+    def score(self, measured: float) -> float:
+        return measured if self.higher_is_better else -measured
+
+    @property
+    def score_label(self) -> str:
+        return f"supernet {self.measured}" if self.higher_is_better else f"supernet score (-{self.measured})"
+
+    def report(self, scores: dict[str, float]) -> dict[str, float]:
+        """``{name: score}`` as ``{name_<metric>: value}`` (nothing when the score is the metric)."""
+        if self.metric is None:
+            return {}
+        return {f"{name}_{self.metric}": self.to_metric(score) for name, score in scores.items()}
+
+    def report_text(self, scores: dict[str, float]) -> str:
+        """``report`` to append to a log line: ``, best_ppl 123.4`` (empty when the score is the metric)."""
+        return "".join(f", {name} {value:.1f}" for name, value in self.report(scores).items())
+
+
+class Supernet:
+    """A supernet trainer bound to the data it trains and scores on: what warmup and sample use.
+
+    ``trainer`` is a ``SupernetTrainer`` or an ``LMSupernetTrainer`` (one interface:
+    ``train_epochs``, ``score``, ``save``, ``load``); ``score`` returns search scores."""
+
+    def __init__(self, trainer: Any, train_data: Any, score_data: Any, objective: Objective):
+        self.trainer, self.train_data, self.score_data, self.objective = trainer, train_data, score_data, objective
+
+    def train_epochs(self, archs: Sequence[Arch], n_epochs: int, on_epoch: EpochCallback | None = None,
+                     label: str = "supernet") -> list[dict[str, Any]]:
+        return self.trainer.train_epochs(archs, n_epochs, self.train_data, on_epoch=on_epoch, label=label)
+
+    def score(self, archs: Sequence[Arch], label: str = "score") -> list[float]:
+        return [self.objective.score(m) for m in self.trainer.score(archs, self.score_data, label=label)]
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.trainer.save(path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        self.trainer.load(path)
+
+
+def supernet_epochs(params: PipelineParams) -> int:
+    """The supernet's whole schedule: warmup and every search round (one trainer state spans them)."""
+    return params.warmup.train.epochs + params.search.rounds * params.search.epochs_per_round
+
+
+@dataclass
+class Retrained:
+    model: nn.Module
+    card: dict[str, Any]           # JSON-able description saved with the weights (rnas.export)
+    history: list[dict[str, Any]]  # one record per epoch
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    summary: str                   # one line for the log
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    #: the search spaces this task builds networks for
+    spaces: ClassVar[tuple[str, ...]]
+    configs: ClassVar[TaskConfigs]
+    objective: ClassVar[Objective]
+    #: what a prepared split's size counts ("images", "tokens")
+    data_unit: ClassVar[str]
+    #: columns of the retraining history drawn per epoch, and their axis label
+    curves: ClassVar[tuple[tuple[str, ...], str]]
+
+    def check(self, params: PipelineParams) -> None:
+        """Cross-checks of the parameters this task needs (ConfigError naming the key)."""
+
+    @abstractmethod
+    def prepare(self, cfg: Any, out_dir: Path, key: str, progress: Progress) -> dict[str, Any]:
+        """Write the prepared dataset of ``cfg`` (at ``key`` in the parameters) into ``out_dir``;
+        return its meta, whose ``counts`` are per split and ``fingerprint`` identifies it."""
+
+    @abstractmethod
+    def supernet(self, ctx: StageContext, data: Path) -> Supernet:
+        """A fresh supernet for the prepared data in ``data``, sized for ``supernet_epochs``."""
+
+    @abstractmethod
+    def retrain(self, ctx: StageContext, arch: str, data: Path, checkpoint: Path, fingerprint: str,
+                on_epoch: EpochCallback) -> Retrained:
+        """Train ``arch`` from scratch, checkpointing to ``checkpoint`` every epoch and resuming
+        from it when it carries ``fingerprint``."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, card: dict[str, Any], data: Path, cfg: EvaluateParams,
+                 device: Any) -> Evaluation:
+        """The retrained model on the test split of the prepared data in ``data``."""

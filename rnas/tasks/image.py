@@ -1,0 +1,70 @@
+"""Image classification, the CNN track (ALGORITHM.md §1-§6): the NAO cell space on prepared
+image splits; supernet score = accuracy on fixed validation batches (higher is better)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rnas.data.images import ImageSplit, load_split
+from rnas.data.prepare import DataConfig, prepare_dataset
+from rnas.evaluate import evaluate_model
+from rnas.export import build_network, model_card
+from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
+from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs, supernet_epochs
+from rnas.training.child import ChildTrainConfig, child_batches, train_child
+from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
+
+
+def joined(a: ImageSplit, b: ImageSplit) -> ImageSplit:
+    return ImageSplit(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.classes, a.mean, a.std)
+
+
+class ImageTask(Task):
+    name = "image"
+    spaces = ("nao_cnn",)
+    configs = TaskConfigs(data=DataConfig, supernet=SupernetConfig, supernet_train=SupernetTrainConfig,
+                          network=ChildConfig, train=ChildTrainConfig)
+    objective = Objective(measured="validation accuracy", higher_is_better=True, metric=None,
+                          metric_label="supernet validation accuracy")
+    data_unit = "images"
+    curves = (("train_accuracy", "valid_accuracy"), "accuracy")
+
+    def prepare(self, cfg, out_dir, key, progress):
+        return prepare_dataset(cfg, out_dir, progress=progress, key=key)
+
+    def supernet(self, ctx, data):
+        p = ctx.params
+        train, valid = load_split(data, "train"), load_split(data, "valid")
+        model = SupernetCIFAR(ctx.space, p.warmup.supernet, num_classes=len(train.classes),
+                              in_channels=train.images.shape[1])
+        trainer = SupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed,
+                                  dist=ctx.dist)
+        return Supernet(trainer, trainer.train_batches(train, p.seed), trainer.score_batches(valid), self.objective)
+
+    def retrain(self, ctx, arch, data, checkpoint, fingerprint, on_epoch):
+        r = ctx.params.retrain
+        train = load_split(data, "train")
+        valid = load_split(data, "valid") if (data / "valid.pt").exists() else None
+        if r.train_on_valid and valid is not None:
+            train, valid = joined(train, valid), None
+        model = build_network(arch, r.child, len(train.classes), train.images.shape[1], ctx.space.name)
+        history = train_child(model, r.train, child_batches(train, r.train, ctx.dist, train=True, seed=ctx.params.seed),
+                              child_batches(valid, r.train, ctx.dist, train=False) if valid is not None else None,
+                              ctx.device, checkpoint, fingerprint, dist=ctx.dist, on_epoch=on_epoch)
+        card = model_card(ctx.space.name, arch, r.child, len(train.classes), train.images.shape[1], train.classes,
+                          train.mean, train.std, ctx.provenance())
+        return Retrained(model, card, history)
+
+    def evaluate(self, model, card, data: Path, cfg, device):
+        test = evaluate_model(model, card, load_split(data, "test"), device, cfg.batch_size,
+                              cfg.latency_batch_size, cfg.latency_repeats)
+        metrics = {"test_accuracy": test["accuracy"], "test_error": test["error"], "test_loss": test["loss"],
+                   "params_m": test["params_m"], "mflops": test["mflops"], "latency_ms": test["latency_ms"]}
+        return Evaluation(metrics, f"test accuracy {test['accuracy']:.2%} on {test['images']} images, "
+                                   f"{test['params_m']:.2f}M parameters, {test['mflops']:.1f} MFLOPs, "
+                                   f"{test['latency_ms']:.1f} ms")
+
+
+TASK = ImageTask
