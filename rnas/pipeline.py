@@ -87,6 +87,8 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
                 params = load_params("params.yaml")
                 if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
                     raise SystemExit(_relaunch_under_torchrun(name, params.trainer.nproc))
+                if params.threads:
+                    torch.set_num_threads(params.threads)
                 space = get_space(params.space)
                 seed_everything(params.seed)
                 with leased_device(params.device) as device:

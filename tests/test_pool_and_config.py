@@ -89,5 +89,7 @@ def test_pipeline_params_catch_impossible_combinations():
         from_dict(PipelineParams, {"search": {"strategies": {"rnas": {"mras": {"rho": 2.0}}}}})
     with pytest.raises(ConfigError, match=r"space: 'nope' is not one of"):
         from_dict(PipelineParams, {"space": "nope"})
+    with pytest.raises(ConfigError, match=r"^threads: must be >= 0"):
+        from_dict(PipelineParams, {"threads": -1})
     with pytest.raises(ConfigError, match=r"data\.search\.root: required"):
         from_dict(PipelineParams, {"data": {"search": {"dataset": "imagefolder"}}})
