@@ -14,7 +14,7 @@ import yaml
 
 from rnas.config import ConfigError
 from rnas.params import parse_params
-from tests.test_pipeline import ROOT, copy_sources, run
+from tests.test_pipeline import ROOT, clone_project, copy_sources, run
 
 STAGES = ("prepare", "warmup", "embed", "sample", "retrain", "evaluate")
 NOUNS, VERBS, ADJECTIVES = ("cat", "dog", "bird", "fish", "cow"), ("sees", "eats", "likes", "chases"), ("big", "red")
@@ -40,16 +40,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A clone of this project's tracked files, params.yaml as committed (the image task's default)."""
-    project = tmp_path_factory.mktemp("project")
-    files = run(["git", "ls-files", "-co", "--exclude-standard"], ROOT).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith((".venv", "data/", "artifacts/")):
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
-    run(["git", "init", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "default"], project)
-    return project
+    return clone_project(tmp_path_factory.mktemp("project"))
 
 
 def read_json(path: Path):
