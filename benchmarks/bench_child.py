@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import base_parser, gflops, images_per_second, peak_memory, print_result, setup
+from benchmarks.common import (base_parser, gflops, images_per_second, peak_memory, print_result,
+                               random_batch, setup)
 from rnas.device import autocast
 from rnas.networks import ChildConfig, NetworkCIFAR, count_parameters
 from rnas.spaces.nao_cnn import NAOCellSpace
@@ -46,9 +47,7 @@ def main() -> None:
     model = NetworkCIFAR(space, arch, cfg, args.classes).to(device, memory_format=memory_format)
     model.drop_path_prob = DROP_PATH_PROB
     optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
-    images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
-    images = images.contiguous(memory_format=memory_format)
-    labels = torch.randint(args.classes, (args.batch,), device=device)
+    images, labels = random_batch(args, device, memory_format)
 
     def train_step(_: int) -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import base_parser, gflops, images_per_second, peak_memory, print_result, setup
+from benchmarks.common import (base_parser, gflops, images_per_second, peak_memory, print_result,
+                               random_batch, setup)
 from rnas.device import autocast
 from rnas.networks import SupernetCIFAR, SupernetConfig
 from rnas.spaces.nao_cnn import NAOCellSpace
@@ -43,9 +44,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     n_archs = args.warmup + 3 * args.steps
     archs = [space.random(rng) for _ in range(n_archs)]
-    images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
-    images = images.contiguous(memory_format=memory_format)
-    labels = torch.randint(args.classes, (args.batch,), device=device)
+    images, labels = random_batch(args, device, memory_format)
 
     def train_step(i: int) -> None:
         # gradients freed before the forward pass leave no holes among its activations

