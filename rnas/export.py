@@ -19,18 +19,20 @@ from torch import nn
 
 from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import from_dict
-from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR
+from rnas.networks import NETWORKS, ChildConfig
 from rnas.networks.rnn import RNNModel, RNNModelConfig
 from rnas.spaces import get_space
 
 
 def build_network(arch: str, child: ChildConfig | dict[str, Any] | None = None, num_classes: int = 10,
-                  in_channels: int = 3, space: str = "nao_cnn") -> NetworkCIFAR:
-    """A freshly initialised final network for ``arch`` (the space's string form)."""
+                  in_channels: int = 3, space: str = "nao_cnn") -> nn.Module:
+    """A freshly initialised final network for ``arch`` (the string form of ``space``, an image space)."""
+    if space not in NETWORKS:
+        raise ValueError(f"no final image network for space {space!r}; known: {', '.join(NETWORKS)}")
     search_space = get_space(space)
     if not isinstance(child, ChildConfig):
         child = from_dict(ChildConfig, child or {}, "child")
-    return NetworkCIFAR(search_space, search_space.from_str(arch), child, num_classes, in_channels)
+    return NETWORKS[space](search_space, search_space.from_str(arch), child, num_classes, in_channels)
 
 
 def build_language_model(arch: str, child: RNNModelConfig | dict[str, Any] | None, vocab_size: int) -> RNNModel:

@@ -1,5 +1,6 @@
-"""Image classification, the CNN track (ALGORITHM.md §1-§6): the NAO cell space on prepared
-image splits; supernet score = accuracy on fixed validation batches (higher is better)."""
+"""Image classification, the CNN track (ALGORITHM.md §1-§6): the NAO cell space or the
+NAS-Bench-201 cell space on prepared image splits; supernet score = accuracy on fixed validation
+batches (higher is better)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,9 @@ from rnas.data.prepare import DataConfig, prepare_dataset
 from rnas.evaluate import evaluate_model
 from rnas.export import build_network, model_card
 from rnas.networks.child_cnn import ChildConfig
-from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
+from rnas.config import require
+from rnas.networks import SUPERNETS
+from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs, supernet_epochs
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
@@ -23,7 +26,7 @@ def joined(a: ImageSplit, b: ImageSplit) -> ImageSplit:
 
 class ImageTask(Task):
     name = "image"
-    spaces = ("nao_cnn",)
+    spaces = ("nao_cnn", "nb201")
     configs = TaskConfigs(data=DataConfig, supernet=SupernetConfig, supernet_train=SupernetTrainConfig,
                           network=ChildConfig, train=ChildTrainConfig)
     objective = Objective(measured="validation accuracy", higher_is_better=True, metric=None,
@@ -31,14 +34,25 @@ class ImageTask(Task):
     data_unit = "images"
     curves = (("train_accuracy", "valid_accuracy"), "accuracy")
 
+    def check(self, params):
+        if params.space == "nb201":  # the NB201 skeleton: a stem of C channels, no auxiliary head, no drop-path
+            require(params.warmup.supernet.stem_multiplier == 1, "warmup.supernet.stem_multiplier",
+                    "must be 1 for space nb201 (its stem outputs `channels`)")
+            require(params.retrain.child.stem_multiplier == 1, "retrain.child.stem_multiplier",
+                    "must be 1 for space nb201 (its stem outputs `channels`)")
+            require(not params.retrain.child.auxiliary, "retrain.child.auxiliary",
+                    "must be false for space nb201 (its network has no auxiliary head)")
+            require(params.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
+                    "must be 0 for space nb201 (its network has no drop-path)")
+
     def prepare(self, cfg, out_dir, key, progress):
         return prepare_dataset(cfg, out_dir, progress=progress, key=key)
 
     def supernet(self, ctx, data):
         p = ctx.params
         train, valid = load_split(data, "train"), load_split(data, "valid")
-        model = SupernetCIFAR(ctx.space, p.warmup.supernet, num_classes=len(train.classes),
-                              in_channels=train.images.shape[1])
+        model = SUPERNETS[ctx.space.name](ctx.space, p.warmup.supernet, num_classes=len(train.classes),
+                                          in_channels=train.images.shape[1])
         trainer = SupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed,
                                   dist=ctx.dist)
         return Supernet(trainer, trainer.train_batches(train, p.seed), trainer.score_batches(valid), self.objective)

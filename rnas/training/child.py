@@ -32,6 +32,7 @@ class ChildTrainConfig(ClassifierTrainConfig):
     epochs: int = 600
     lr_max: float = 0.025
     lr_min: float = 0.0
+    nesterov: bool = False           # Nesterov momentum (the NB201 recipe)
     auxiliary_weight: float = 0.4    # loss weight of the auxiliary head, if the network has one
     drop_path_prob: float = 0.2      # reached at the end of training, ramped linearly from 0
     compile: bool = False            # torch.compile the network
@@ -42,6 +43,7 @@ class ChildTrainConfig(ClassifierTrainConfig):
         require(self.epochs > 0, "epochs", "must be > 0")
         require(self.auxiliary_weight >= 0, "auxiliary_weight", "must be >= 0")
         require(0 <= self.drop_path_prob < 1, "drop_path_prob", "must be in [0, 1)")
+        require(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
 
 
 def drop_path_prob_at(cfg: ChildTrainConfig, epoch: int) -> float:
@@ -91,7 +93,7 @@ class _ChildRun:
         self.model = model.to(device, memory_format=memory_format(device))
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr_max, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs,
                                                                     eta_min=cfg.lr_min)
         self.history: list[dict[str, Any]] = []
