@@ -28,6 +28,7 @@ from rnas.tasks import available_tasks, get_task
 from rnas.tracking import TrackingConfig
 from rnas.training.child import ChildTrainConfig
 from rnas.training.supernet import SupernetTrainConfig
+from rnas.truth import TruthConfig
 
 
 @dataclass
@@ -66,6 +67,12 @@ class SearchParams:
     n_random: int = 50             # fresh random architectures per round (exploration)
     epochs_per_round: int = 30     # supernet training on each refreshed pool
     top: int = 5                   # architectures reported at the end
+    #: the search's own seed (strategies, fresh random cells); null: ``seed``. A search seed
+    #: changes only the sample stage, so searches on one trained supernet can be repeated.
+    seed: int | None = None
+    #: fixed random cells (the same in every run) scored by the final supernet and written to
+    #: artifacts/sample/reference.csv, for judging its ranking (evaluate.truth); the search never uses them
+    reference_cells: int = 0
     #: per-strategy options, e.g. ``rnas: {mras: {iterations: 50}}`` (the controller comes from `embed`)
     strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -74,7 +81,7 @@ class SearchParams:
                 f"{self.strategy!r} is not one of {', '.join(available_strategies())}")
         for key in ("rounds", "top"):
             require(getattr(self, key) > 0, key, "must be positive")
-        for key in ("n_new", "n_random", "epochs_per_round"):
+        for key in ("n_new", "n_random", "epochs_per_round", "reference_cells"):
             require(getattr(self, key) >= 0, key, "must be >= 0")
         for name, options in self.strategies.items():
             require(name in available_strategies(), f"strategies.{name}", "is not a known strategy")
@@ -106,6 +113,8 @@ class EvaluateParams:
     batch_size: int = 256
     latency_batch_size: int = 1
     latency_repeats: int = 20
+    #: ground truth to judge the search by (a table of every cell's true accuracy); never read by the search
+    truth: TruthConfig = field(default_factory=TruthConfig)
 
     def check(self):
         for key in ("batch_size", "latency_batch_size", "latency_repeats"):

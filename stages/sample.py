@@ -3,17 +3,22 @@
 Each round: score the pool with the supernet, (re)fit the strategy on the scores, let it propose
 ``n_new`` architectures (RNAS: MRAS in the embedding), keep the best of the old pool, add
 ``n_random`` fresh random ones, and continue supernet training on the new pool.
+At the end, ``search.reference_cells`` fixed random cells are scored too, for judging the supernet
+against ground truth (evaluate); nothing in the search sees their scores.
 """
+import math
 import random
 import statistics
 
 import pandas as pd
+import torch
 
 from rnas.artifacts import atomic_dir, load_checkpoint, write_json
 from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, stage_main
 from rnas.pool import ArchPool
 from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy
+from rnas.truth import reference_cells
 
 TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites"]
 
@@ -28,13 +33,26 @@ def summarise(round_: int, pool: ArchPool) -> dict:
     return row
 
 
+def score_unscored(supernet, pool: ArchPool, label: str) -> list[float]:
+    """The pool's scores, scoring only the cells without one: for a supernet that has not trained
+    since, the same weights and validation batches would give the others the same scores again."""
+    rows = [i for i, score in enumerate(pool.scores) if math.isnan(score)]
+    scores = list(pool.scores)
+    if rows:
+        for i, score in zip(rows, supernet.score([pool.archs[i] for i in rows], label=label)):
+            scores[i] = score
+    return scores
+
+
 @stage_main("sample")
 def main(ctx):
     p, s = ctx.params, ctx.params.search
+    seed = p.seed if s.seed is None else s.seed
+    torch.manual_seed(seed)
     data = prepared_dir(p, final=False)
     require_inputs(data / "meta.json", ARTIFACTS / "warmup/supernet.pt", ARTIFACTS / "warmup/pool.csv",
                    ARTIFACTS / "embed/controller.pt")
-    strategy = make_strategy(s.strategy, ctx.space, s.strategy_options(p.embed), seed=p.seed,
+    strategy = make_strategy(s.strategy, ctx.space, s.strategy_options(p.embed), seed=seed,
                              key=f"search.strategies.{s.strategy}")
     supernet = ctx.task.supernet(ctx, data)
     supernet.load(ARTIFACTS / "warmup/supernet.pt")
@@ -43,11 +61,12 @@ def main(ctx):
     pool.columns["origin"] = ["seed"] * len(pool)
     if isinstance(strategy, EmbeddingStrategy):
         strategy.adopt(load_checkpoint(ARTIFACTS / "embed/controller.pt")["state_dict"], pool.observations())
-    rng = random.Random(p.seed + 1)
+    rng = random.Random(seed + 1)
     rounds, trace, pools = [], [], []
     for round_ in range(1, s.rounds + 1):
         if round_ > 1:
-            pool.scores = supernet.score(pool.archs, label=f"round {round_}")
+            pool.scores = (supernet.score(pool.archs, label=f"round {round_}") if s.epochs_per_round
+                           else score_unscored(supernet, pool, f"round {round_}"))
         rounds.append(summarise(round_, pool))
         scores = {k: v for k, v in rounds[-1].items() if k != "round"}
         ctx.run.log_metrics({**scores, **objective.report(scores)}, step=round_)
@@ -65,7 +84,11 @@ def main(ctx):
                               on_epoch=lambda r: ctx.run.log_metrics({"supernet_" + k: v for k, v in r.items()},
                                                                      step=r["epoch"]))
         pools.append(pool)
-    pool.scores = supernet.score(pool.archs, label="final")
+    pool.scores = (supernet.score(pool.archs, label="final") if s.epochs_per_round
+                   else score_unscored(supernet, pool, "final"))
+    reference = ArchPool(ctx.space, reference_cells(ctx.space, s.reference_cells))
+    if s.reference_cells:
+        reference.scores = supernet.score(reference.archs, label="reference cells")
     rounds.append(summarise(s.rounds + 1, pool))
     top = pool.top(s.top)
     best = {"arch": ctx.space.to_str(top.archs[0]), "score": top.scores[0], "space": ctx.space.name,
@@ -79,6 +102,7 @@ def main(ctx):
             round_pool.to_csv(out / f"pool_round{round_}.csv")
         pool.to_csv(out / "pool_final.csv")
         top.to_csv(out / "top.csv")
+        reference.to_csv(out / "reference.csv")
         pd.DataFrame(rounds).to_csv(out / "rounds.csv", index=False)
         pd.DataFrame(trace, columns=TRACE_COLUMNS).to_csv(out / "mras_trace.csv", index=False)
         write_json(out / "best.json", best)

@@ -1,0 +1,111 @@
+"""Judging a search against ground truth: a table of every cell's true accuracy (NAS-Bench-201).
+
+The search never reads the table (only the evaluate stage opens it). With it, a run reports the
+found cell's true accuracy and its percentile in the whole space, and how well the supernet and
+the predictor rank cells: Kendall tau, Spearman's rho and precision at the top 10% between their
+scores and the true accuracies (``ranking``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from rnas.config import ConfigError, require
+from rnas.controller import kendall_tau
+from rnas.oracle import ARCH_COLUMN, TableOracle
+from rnas.spaces.base import Arch, SearchSpace
+
+#: the reference cells are the same in every run, whatever its seed
+REFERENCE_SEED = 201
+
+
+@dataclass
+class TruthConfig:
+    #: a CSV with the true accuracy of every cell of the space (``arch_str`` plus the columns below);
+    #: null: no ground truth. Relative paths are from the project root.
+    table: str | None = None
+    #: the validation accuracy a search could have selected on (reported for the found cell)
+    select_col: str = "valid_acc_200ep"
+    #: the true accuracy every ranking is judged against and reported
+    report_col: str = "test_acc_200ep"
+
+    def check(self) -> None:
+        # existence only: opening the table is the evaluate stage's job (the search must not read it)
+        require(self.table is None or os.path.isfile(self.table), "table", f"no such file: {self.table}")
+
+
+def reference_cells(space: SearchSpace, n: int) -> list[Arch]:
+    """``n`` fixed random cells on which to measure how a supernet ranks (the search never sees their scores)."""
+    return space.sample_unique(n, random.Random(REFERENCE_SEED))
+
+
+def load_truth(cfg: TruthConfig, space: SearchSpace, key: str = "evaluate.truth") -> TableOracle:
+    """The table of ``cfg`` (which must name one) as an oracle; a missing column is a ConfigError."""
+    frame = pd.read_csv(cfg.table)
+    for name in ("select_col", "report_col"):
+        column = getattr(cfg, name)
+        if column not in frame.columns:
+            raise ConfigError(f"{key}.{name}: no column {column!r} in {cfg.table} "
+                              f"(columns: {', '.join(map(str, frame.columns))})")
+    if ARCH_COLUMN not in frame.columns:
+        raise ConfigError(f"{key}.table: {cfg.table} has no {ARCH_COLUMN!r} column")
+    try:
+        return TableOracle.from_frame(frame, space, cfg.select_col, cfg.report_col, source=cfg.table)
+    except ValueError as e:
+        raise ConfigError(f"{key}.table: {e} (a table of the {space.name} space is needed)") from None
+
+
+def percentile(oracle: TableOracle, value: float) -> float:
+    """Share of the table's cells (in %) whose true accuracy is at most ``value``."""
+    return 100.0 * sum(v <= value for v in oracle.report) / len(oracle)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho: Pearson's correlation of the ranks (ties get their mean rank)."""
+    rx, ry = pd.Series(x, dtype=float).rank(), pd.Series(y, dtype=float).rank()
+    return float(rx.corr(ry)) if len(rx) > 1 else math.nan
+
+
+def precision_at_top(scores: Sequence[float], truth: Sequence[float], fraction: float = 0.1) -> float:
+    """Share of the top ``fraction`` by score that are also in the top ``fraction`` by truth."""
+    k = max(1, round(len(scores) * fraction))
+    top = lambda values: set(sorted(range(len(values)), key=lambda i: -values[i])[:k])  # noqa: E731
+    return len(top(list(scores)) & top(list(truth))) / k
+
+
+def ranking(scores: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
+    """How well ``scores`` (higher is better) rank cells whose true accuracies are ``truth``."""
+    return {"kendall_tau": kendall_tau(list(scores), list(truth)), "spearman": spearman(scores, truth),
+            "precision_at_10pct": precision_at_top(scores, truth, 0.1), "n": len(scores)}
+
+
+def true_accuracies(oracle: TableOracle, archs: Sequence[Arch]) -> list[float]:
+    return [oracle.query(a).report for a in archs]
+
+
+def judge(oracle: TableOracle, found: Arch, top: Sequence[Arch],
+          scored: dict[str, tuple[Sequence[Arch], Sequence[float]]]) -> dict[str, float]:
+    """The ground-truth report of a run: ``found`` (the search's winner) and ``top`` (its best cells)
+    looked up in the table, and for each named set of ``scored`` cells (archs, scores), the ranking
+    its scores give against the truth, the true accuracy of its best-scored cell (``pick_acc``) and
+    the best true accuracy in it (``max_acc``)."""
+    found_row = oracle.query(found)
+    top_truth = true_accuracies(oracle, top)
+    metrics = {"truth_found_acc": found_row.report, "truth_found_select": found_row.select,
+               "truth_found_percentile": percentile(oracle, found_row.report),
+               "truth_top_mean_acc": sum(top_truth) / len(top_truth), "truth_top_max_acc": max(top_truth),
+               "truth_space_best_acc": oracle.best_report,
+               "truth_space_median_acc": float(pd.Series(oracle.report).median())}
+    for name, (archs, scores) in scored.items():
+        if len(archs) < 2:
+            continue
+        truth = true_accuracies(oracle, archs)
+        metrics.update({f"truth_{name}_{k}": v for k, v in ranking(scores, truth).items()})
+        metrics[f"truth_{name}_pick_acc"] = truth[max(range(len(scores)), key=lambda i: scores[i])]
+        metrics[f"truth_{name}_max_acc"] = max(truth)
+    return metrics
