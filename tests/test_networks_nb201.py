@@ -106,3 +106,38 @@ def test_paths_share_their_modules_and_the_final_network_is_a_path(space):
         with torch.no_grad():
             torch.testing.assert_close(child(x)[0], supernet(x, arch))
     assert len(EDGES) == 6
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "nao_cnn"])
+def test_fair_paths_take_every_value_of_every_slot(space_name):
+    from rnas.spaces import get_space
+    from rnas.training.supernet import fair_paths
+    space = get_space(space_name)
+    rng = random.Random(0)
+    paths = fair_paths(space, rng)
+    assert len(paths) == max(slot.n_choices for slot in space.slots)
+    assert all(space.is_valid(p) for p in paths)
+    for position, slot in enumerate(space.slots):
+        assert {p[position] for p in paths} == set(range(slot.n_choices))
+    assert fair_paths(space, rng) != paths  # a fresh draw per batch
+
+
+def test_fair_sampling_runs_every_op_of_every_edge_once_per_step(space):
+    from rnas.data.images import ImageBatches
+    from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
+    from tests.synthetic import brightness_split
+    torch.manual_seed(0)
+    supernet = SupernetNB201(space, SupernetConfig(cells_per_stage=1, channels=4, stem_multiplier=1), 4,
+                             in_channels=1)
+    runs = {}
+    for name, module in supernet.named_modules():
+        if ".edges." in name and name.count(".") == 4:  # cells.<i>.edges.<e>.<op>
+            runs[name] = 0
+            module.register_forward_hook(lambda m, i, o, name=name: runs.__setitem__(name, runs[name] + 1))
+    assert len(runs) == 3 * len(EDGES) * (len(OPS) - 1)  # `none` has no module
+    cfg = SupernetTrainConfig(epochs=1, batch_size=16, path_sampling="fair")
+    trainer = SupernetTrainer(supernet, cfg, torch.device("cpu"), total_epochs=1, seed=0)
+    batches = ImageBatches(brightness_split(16), 16, torch.device("cpu"), shuffle=True)
+    record, = trainer.train_epochs([space.random(random.Random(0))], 1, batches)  # one batch, one step
+    assert set(runs.values()) == {1}
+    assert record["n_archs"] == 1 and 0 <= record["accuracy"] <= 1

@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import pandas as pd
 import torch
 
 from rnas.data.images import AugmentConfig, load_split
@@ -49,11 +50,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr-min", type=float, default=0.001)
     parser.add_argument("--weight-decay", type=float, default=3e-4)
     parser.add_argument("--pool-size", type=int, default=100, help="random cells the paths are drawn from")
+    parser.add_argument("--path-sampling", choices=("pool", "fair"), default="pool")
     parser.add_argument("--eval-batches", type=int, default=2)
     parser.add_argument("--eval-batch-size", type=int, default=500, help="also the batch-norm statistics' batch")
     parser.add_argument("--reference", type=int, default=200, help="reference cells scored against the table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scores-out", help="also write each reference cell's score and true accuracy (CSV)")
     return parser.parse_args()
 
 
@@ -76,7 +79,7 @@ def main() -> None:
     model = SupernetNB201(space, SupernetConfig(args.cells_per_stage, args.channels, 1), len(train.classes))
     cfg = SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_max=args.lr_max,
                               lr_min=args.lr_min, weight_decay=args.weight_decay, eval_batches=args.eval_batches,
-                              eval_batch_size=args.eval_batch_size, augment=AugmentConfig(crop_padding=4, flip=True))
+                              eval_batch_size=args.eval_batch_size, path_sampling=args.path_sampling, augment=AugmentConfig(crop_padding=4, flip=True))
     cfg.check()
     trainer = SupernetTrainer(model, cfg, device, total_epochs=max(args.epochs, 1), seed=args.seed)
     pool = space.sample_unique(args.pool_size, random.Random(args.seed))
@@ -89,7 +92,10 @@ def main() -> None:
     score_seconds, score_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     truth = true_accuracies(oracle, cells)
     quality = ranking(scores, truth)
-    result = {"label": args.label, **{k: v for k, v in vars(args).items() if k not in ("data", "table", "cache", "label")},
+    if args.scores_out:
+        pd.DataFrame({"arch": [space.to_str(a) for a in cells], "score": scores, "truth": truth}).to_csv(
+            args.scores_out, index=False)
+    result = {"label": args.label, **{k: v for k, v in vars(args).items() if k not in ("data", "table", "cache", "label", "scores_out")},
               "kendall_tau": round(quality["kendall_tau"], 4), "spearman": round(quality["spearman"], 4),
               "precision_at_10pct": round(quality["precision_at_10pct"], 3),
               "pick_true_acc": truth[max(range(len(scores)), key=scores.__getitem__)],

@@ -38,6 +38,12 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: tor
     # set_to_none: parameters off a supernet path get no momentum or weight-decay update this step
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    apply_gradients(model, optimizer, dist, grad_clip)
+
+
+def apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, dist: DistributedContext,
+                    grad_clip: float) -> None:
+    """The step on the gradients accumulated since ``zero_grad``: summed over ranks, clipped."""
     dist.all_reduce_gradients(model)
     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()

@@ -11,7 +11,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,10 @@ from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.images import ImageBatches, ImageSplit, fixed_batches
 from rnas.device import autocast, memory_format, use_channels_last
-from rnas.spaces.base import Arch
+from rnas.spaces.base import Arch, SearchSpace
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import CountProgress, Progress
-from rnas.training.step import ClassifierTrainConfig, batch_totals, optimizer_step
+from rnas.training.step import ClassifierTrainConfig, apply_gradients, batch_totals, optimizer_step
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -34,11 +34,24 @@ EpochCallback = Callable[[dict[str, Any]], None]
 class SupernetTrainConfig(ClassifierTrainConfig):
     eval_batches: int = 4            # fixed validation batches, the same for every architecture
     eval_batch_size: int = 500
+    #: pool: each step trains one path drawn uniformly from the pool. fair: each batch trains the
+    #: paths of ``fair_paths`` (drawn from the whole space), their gradients summed into one step
+    #: (FairNAS's strict fairness: every op of every edge trained equally often)
+    path_sampling: Literal["pool", "fair"] = "pool"
 
     def check(self) -> None:
         super().check()
         require(self.eval_batches > 0, "eval_batches", "must be > 0")
         require(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
+
+
+def fair_paths(space: SearchSpace, rng: random.Random) -> list[Arch]:
+    """As many paths as the widest slot has values, which together take every value of every slot
+    once, in random order (a narrower slot repeats random values of its own to fill up)."""
+    width = max(slot.n_choices for slot in space.slots)
+    columns = [rng.sample(range(slot.n_choices), slot.n_choices)
+               + [rng.randrange(slot.n_choices) for _ in range(width - slot.n_choices)] for slot in space.slots]
+    return [tuple(column[k] for column in columns) for k in range(width)]
 
 
 @contextlib.contextmanager
@@ -128,7 +141,10 @@ class SupernetTrainer:
         totals = torch.zeros(3, device=self.device)  # loss sum, correct, images: synced once per epoch
         start = time.perf_counter()
         for done, (x, y) in enumerate(batches, start=1):
-            totals += self._train_step(x, y, self.rng.choice(archs))
+            if self.cfg.path_sampling == "fair":
+                totals += self._train_fair_step(x, y, fair_paths(self.model.space, self.rng))
+            else:
+                totals += self._train_step(x, y, self.rng.choice(archs))
             if progress is not None and progress.due():
                 loss_sum, correct, images = totals.tolist()
                 progress.batch(done, len(batches), loss_sum / images, correct / images, int(images))
@@ -150,6 +166,18 @@ class SupernetTrainer:
             loss = F.cross_entropy(logits, y)
         optimizer_step(self.model, self.optimizer, loss, self.dist, self.cfg.grad_clip)
         return batch_totals(loss, logits, y)
+
+    def _train_fair_step(self, x: torch.Tensor, y: torch.Tensor, paths: list[Arch]) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = torch.zeros(3, device=self.device)
+        for arch in paths:  # each path's graph is freed by its backward before the next is built
+            with autocast(self.device, self.cfg.mixed_precision):
+                logits = self.model(x, arch)
+                loss = F.cross_entropy(logits, y)
+            loss.backward()
+            totals += batch_totals(loss, logits, y)
+        apply_gradients(self.model, self.optimizer, self.dist, self.cfg.grad_clip)
+        return totals / len(paths)
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, archs: Sequence[Arch], batches: Sequence[Batch], label: str = "score") -> list[float]:
