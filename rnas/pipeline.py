@@ -2,7 +2,8 @@
 
 A stage script is ``@stage_main("name") def main(ctx): ...``: parameters are loaded and
 validated before any work, seeds are set, the device is resolved, the stage is tracked, and
-a bad parameter or missing input ends the stage with one line naming it. ``ctx.task`` does the
+a user error (``rnas.errors``: a bad parameter, dataset or input file) ends the stage with one
+line naming it and exit status 2. ``ctx.task`` does the
 work that differs between tasks (``rnas.tasks``).
 """
 from __future__ import annotations
@@ -21,9 +22,8 @@ from typing import Any, Callable
 import torch
 
 from rnas.artifacts import write_json
-from rnas.config import ConfigError
-from rnas.data.text import CorpusError
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
+from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
@@ -69,7 +69,7 @@ def numeric(record: dict[str, Any]) -> dict[str, float]:
 def require_inputs(*paths: Path) -> None:
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
-        raise FileNotFoundError(f"missing input {missing[0]} (run the stage that makes it: `dvc repro`)")
+        raise ArtifactError(f"missing input {missing[0]} (run the stage that makes it: `dvc repro`)")
 
 
 def seed_everything(seed: int) -> None:
@@ -83,31 +83,32 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
     def decorate(body: Callable[[StageContext], None]) -> Callable[[], None]:
         @functools.wraps(body)
         def main() -> None:
-            try:
-                params = load_params("params.yaml")
-                if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
-                    raise SystemExit(_relaunch_under_torchrun(name, params.trainer.nproc))
-                if params.threads:
-                    torch.set_num_threads(params.threads)
-                space = get_space(params.space)
-                seed_everything(params.seed)
-                with leased_device(params.device) as device:
-                    if device.type == "cpu":
-                        reuse_freed_memory()
-                    dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
-                    tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
-                    try:
-                        with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
-                            started = time.perf_counter()
-                            body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
-                            _report_cost(name, run, time.perf_counter() - started, device)
-                    finally:
-                        dist.close()
-            except (ConfigError, FileNotFoundError, CorpusError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
+            raise SystemExit(run_command(lambda: _run_stage(name, body, distributed)))
         return main
     return decorate
+
+
+def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool) -> int:
+    params = load_params("params.yaml")
+    if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _relaunch_under_torchrun(name, params.trainer.nproc)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    space = get_space(params.space)
+    seed_everything(params.seed)
+    with leased_device(params.device) as device:
+        if device.type == "cpu":
+            reuse_freed_memory()
+        dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
+        tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
+        try:
+            with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
+                started = time.perf_counter()
+                body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
+                _report_cost(name, run, time.perf_counter() - started, device)
+        finally:
+            dist.close()
+    return 0
 
 
 def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device) -> None:

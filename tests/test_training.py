@@ -316,13 +316,32 @@ def test_child_resumes_after_interruption(tmp_path):
     assert_same_state(resumed, straight)
 
 
+@pytest.mark.parametrize("content", [b"not a checkpoint", "no fingerprint"])
+def test_child_unreadable_checkpoint_is_set_aside_not_loaded(tmp_path, capsys, content):
+    cfg = child_cfg(epochs=2)
+    if content == "no fingerprint":  # a real checkpoint of an older format
+        run_child(tmp_path, cfg, fingerprint="run-a")
+        state = torch.load(tmp_path / "child.pt", weights_only=True)
+        del state["fingerprint"]
+        torch.save(state, tmp_path / "child.pt")
+    else:
+        (tmp_path / "child.pt").write_bytes(content)
+    capsys.readouterr()
+    epochs_seen = []
+    run_child(tmp_path, cfg, fingerprint="run-a", on_epoch=lambda r: epochs_seen.append(r["epoch"]))
+    assert epochs_seen == [1, 2]
+    assert "child.pt is unreadable: set aside as child.pt.unreadable" in capsys.readouterr().err
+    assert (tmp_path / "child.pt.unreadable").is_file()
+
+
 def test_child_changed_fingerprint_starts_over(tmp_path, capsys):
     cfg = child_cfg(epochs=2)
     run_child(tmp_path, cfg, fingerprint="run-a")
     epochs_seen = []
     _, history = run_child(tmp_path, cfg, fingerprint="run-b", on_epoch=lambda r: epochs_seen.append(r["epoch"]))
     assert epochs_seen == [1, 2] and [r["epoch"] for r in history] == [1, 2]
-    assert "belongs to another run: starting over" in capsys.readouterr().err
+    assert "child.pt is stale: set aside as child.pt.stale" in capsys.readouterr().err
+    assert (tmp_path / "child.pt.stale").is_file()
     # the same fingerprint again: nothing left to train
     _, again = run_child(tmp_path, cfg, fingerprint="run-b", on_epoch=lambda r: epochs_seen.append(r["epoch"]))
     assert epochs_seen == [1, 2] and again == history

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnas.artifacts import load_checkpoint, save_checkpoint
+from rnas.artifacts import load_checkpoint, resumable_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.text import batchify, get_batch
 from rnas.spaces.base import Arch
@@ -291,7 +291,8 @@ class LMSupernetTrainer:
         save_checkpoint(path, self.state_dict())
 
     def load(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(load_checkpoint(path, keys=("model", "optimizer", "epoch", "total_epochs", "rng",
+                                                         "cpu_rng", "cuda_rng")))
 
 
 # --- the final model --------------------------------------------------------------------------
@@ -398,11 +399,9 @@ class _LMRun:
                 **_rng_state(self.device)}
 
     def resume(self, path: str | os.PathLike, fingerprint: str) -> None:
-        if not os.path.exists(path):
-            return
-        state = load_checkpoint(path)
-        if state["fingerprint"] != fingerprint:
-            print(f"[train] checkpoint {path} belongs to another run: starting over", file=sys.stderr)
+        state = resumable_checkpoint(path, fingerprint, ("epoch", "history", "model", "averaging", "optimizer",
+                                                         "valid_losses", "cpu_rng", "cuda_rng"))
+        if state is None:
             return
         self.model.load_state_dict(state["model"])
         self.optimizer = self._asgd() if state["averaging"] else self._sgd()
@@ -430,7 +429,7 @@ def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor
     Checkpoints after every epoch; ``run_fingerprint`` must change whenever anything that shapes
     the run does (architecture, configs, data, seed). An interrupted run with the same fingerprint
     resumes after its last finished epoch and ends as an uninterrupted one; a checkpoint with
-    another fingerprint is ignored. Returns every epoch's record, a resumed run's earlier ones
+    another fingerprint, or an unreadable one, is set aside. Returns every epoch's record, a resumed run's earlier ones
     included; ``on_epoch`` gets each new record after its checkpoint is written. Once averaging
     has started, the model ends holding the averaged weights.
     """
