@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -92,7 +93,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a bad file: unpickling, zip, EOF, runtime
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        # torch's own advice for an unpickling failure (weights_only=False) would run the file's code
+        reason = ("not a checkpoint of plain tensors" if isinstance(e, pickle.UnpicklingError)
+                  else " ".join(str(e).split()).split(". ")[0][:120] or type(e).__name__)
         raise ArtifactError(f"{path} is unreadable ({reason}); delete it and rerun the stage that writes it") from None
     missing = [key for key in keys if not isinstance(payload, dict) or key not in payload]
     if missing:

@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
 from rnas.tracking import StageRun, TrackingConfig, stage_run
-from rnas.training.distributed import DistributedContext
+from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
 
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
@@ -78,8 +79,8 @@ def seed_everything(seed: int) -> None:
 
 
 def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
-    """Decorate a stage's body. ``distributed`` stages run under torchrun when ``trainer.nproc > 1``:
-    the stage relaunches itself, and only rank 0 tracks and writes artifacts."""
+    """Decorate a stage's body. ``distributed`` stages run in ``trainer.nproc`` processes when it is > 1:
+    the stage relaunches itself (``_run_ranks``), and only rank 0 tracks and writes artifacts."""
     def decorate(body: Callable[[StageContext], None]) -> Callable[[], None]:
         @functools.wraps(body)
         def main() -> None:
@@ -91,7 +92,7 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
 def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool) -> int:
     params = load_params("params.yaml")
     if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _relaunch_under_torchrun(name, params.trainer.nproc)
+        return _run_ranks(name, params.trainer.nproc)
     if params.threads:
         torch.set_num_threads(params.threads)
     space = get_space(params.space)
@@ -118,8 +119,35 @@ def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device)
     print(f"[{name}] done in {seconds:.0f} s, peak memory {cost['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
 
 
-def _relaunch_under_torchrun(name: str, nproc: int) -> int:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", f"stages.{name}"]
+def _run_ranks(name: str, nproc: int) -> int:
+    """Run the stage in ``nproc`` processes on this machine, as torchrun would (RANK, WORLD_SIZE,
+    LOCAL_RANK), meeting through a store file in a private temporary folder: nothing listens on the
+    network. (torchrun's rendezvous store listens on every interface, whatever address it is given.)
+    The first rank to fail stops the others; its exit status is the stage's."""
+    command = [sys.executable, "-m", f"stages.{name}"]
     print(f"[{name}] running on {nproc} processes: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    return subprocess.run(command).returncode
+    with tempfile.TemporaryDirectory(prefix="rnas-ranks-") as folder:
+        env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+               RENDEZVOUS_ENV: f"file://{folder}/store"}
+        for variable in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # ranks talk over loopback only
+            env.setdefault(variable, "lo")
+        ranks = [subprocess.Popen(command, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+        try:
+            return _first_failure(ranks)
+        finally:
+            for rank in ranks:
+                if rank.poll() is None:
+                    rank.terminate()
+                    rank.wait()
+
+
+def _first_failure(ranks: list[subprocess.Popen]) -> int:
+    """Wait for every rank; the exit status of the first to fail (0 when none does)."""
+    while True:
+        codes = [rank.poll() for rank in ranks]
+        failed = [code for code in codes if code not in (None, 0)]
+        if failed:
+            return failed[0]
+        if all(code == 0 for code in codes):
+            return 0
+        time.sleep(0.2)
