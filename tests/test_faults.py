@@ -185,6 +185,8 @@ CASES = [
          setup=write("artifacts/sample/best.json", b"{not json")),
     Case("diverging retrain", stage("retrain"), "lr", {"retrain.arch": ARCH, "retrain.train.lr_max": 1e6},
          artifacts=ALL),
+    Case("diverging warmup", stage("warmup"), "lr", {"warmup.train.epochs": 1, "warmup.train.lr_max": 1e6},
+         artifacts=("data",)),
     Case("corrupt model, evaluate stage", stage("evaluate"), "artifacts/retrain/model.pt", artifacts=ALL,
          setup=write("artifacts/retrain/model.pt", b"PK\x03\x04 truncated zip")),
     Case("corrupt model, evaluate command", (*EVALUATE, "--model", "model.pt"), "model.pt",
@@ -427,3 +429,27 @@ def test_source_fingerprint_changes_with_the_code_only(tmp_path):
     assert source_fingerprint(tmp_path, ["b.py", "pkg"]) == first
     (tmp_path / "pkg/a.py").write_text("x = 0\n")
     assert source_fingerprint(tmp_path, ["pkg", "b.py"]) != first
+
+
+def test_artifacts_are_written_with_the_umask_mode(tmp_path):
+    from rnas.artifacts import atomic_dir, write_json
+
+    previous = os.umask(0o027)
+    try:
+        write_json(tmp_path / "a.json", {})
+        with atomic_dir(tmp_path / "folder") as out:
+            write_json(out / "b.json", {})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "folder/b.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_pool_columns_keep_their_order():
+    from rnas.pool import ArchPool
+    from rnas.spaces.nb201 import NB201Space
+
+    space = NB201Space()
+    pool = ArchPool(space, [space.from_str(NB201_CELLS[0])], [1.0], {"round": [0], "origin": ["seed"], "b": [1]})
+    grown = pool.extend([space.from_str(NB201_CELLS[1])], round=[1], origin=["random"], a=[2])
+    assert list(grown.to_frame().columns) == ["arch", "score", "round", "origin", "b", "a"]
