@@ -42,7 +42,8 @@ def main(ctx):
     pool = ArchPool.from_csv(ctx.space, ARTIFACTS / "warmup/pool.csv")
     pool.columns["origin"] = ["seed"] * len(pool)
     if isinstance(strategy, EmbeddingStrategy):
-        strategy.adopt(load_checkpoint(ARTIFACTS / "embed/controller.pt", keys=("state_dict",))["state_dict"], pool.observations())
+        controller = load_checkpoint(ARTIFACTS / "embed/controller.pt", keys=("state_dict",))
+        strategy.adopt(controller["state_dict"], pool.observations())
     rng = random.Random(p.seed + 1)
     rounds, trace, pools = [], [], []
     for round_ in range(1, s.rounds + 1):

@@ -65,7 +65,8 @@ def tar_gz(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def good_tar(path: Path) -> Path:
-    return tar_gz(path, {f"train/{c}/{i}.jpg": jpeg(60 * k + i) for k, c in enumerate(("cat", "dog")) for i in range(3)})
+    return tar_gz(path, {f"train/{c}/{i}.jpg": jpeg(60 * k + i)
+                         for k, c in enumerate(("cat", "dog")) for i in range(3)})
 
 
 def corpus(root: Path, train: bytes = b"the cat sat\nthe dog sat\n" * 20, valid: bytes = b"the cat sat\n",
