@@ -3,8 +3,8 @@
 A stage script is ``@stage_main("name") def main(ctx): ...``: parameters are loaded and
 validated before any work, seeds are set, the device is resolved, the stage is tracked, and
 a user error (``rnas.errors``: a bad parameter, dataset or input file) ends the stage with one
-line naming it and exit status 2. ``ctx.task`` does the
-work that differs between tasks (``rnas.tasks``).
+line naming it and exit status 2. ``ctx.task`` does the work that differs between tasks
+(``rnas.tasks``).
 """
 from __future__ import annotations
 
