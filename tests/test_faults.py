@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -454,3 +455,18 @@ def test_pool_columns_keep_their_order():
     pool = ArchPool(space, [space.from_str(NB201_CELLS[0])], [1.0], {"round": [0], "origin": ["seed"], "b": [1]})
     grown = pool.extend([space.from_str(NB201_CELLS[1])], round=[1], origin=["random"], a=[2])
     assert list(grown.to_frame().columns) == ["arch", "score", "round", "origin", "b", "a"]
+
+
+def test_diverging_language_model_stops_naming_epoch_and_lr(tmp_path):
+    from rnas.errors import ConfigError
+    from rnas.networks.rnn import RNNModel, RNNModelConfig
+    from rnas.spaces import get_space
+    from rnas.training.language_model import LMTrainConfig, train_language_model
+
+    space, words = get_space("rnn"), 20
+    torch.manual_seed(0)
+    model = RNNModel(space, space.random(random.Random(0)), RNNModelConfig(hidden_size=8), words)
+    ids = torch.randint(words, (400,))
+    cfg = LMTrainConfig(epochs=3, batch_size=4, bptt=10, eval_batch_size=2, lr=1e12, grad_clip=1e12)
+    with pytest.raises(ConfigError, match=r"training diverged: .* steps of epoch \d \(lr 1e\+12\)"):
+        train_language_model(model, cfg, ids, ids[:100], torch.device("cpu"), tmp_path / "lm.pt", "run")

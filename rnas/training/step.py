@@ -71,4 +71,4 @@ class DivergenceGuard:
         streak = int(self.streak)
         if streak >= DIVERGED_AFTER_STEPS or (last and streak):
             raise ConfigError(f"training diverged: the loss was not finite for the last {streak} steps of "
-                              f"epoch {epoch} (lr {lr:g}); lower the learning rate (lr_max)")
+                              f"epoch {epoch} (lr {lr:g}); lower the learning rate")
