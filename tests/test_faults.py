@@ -363,7 +363,8 @@ def model_weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_killed_retrain_resumes_to_the_same_weights_and_a_rerun_trains_anew(scratch, tmp_path):
     epochs = 3
     straight = retrain_project(scratch, tmp_path / "straight", epochs)
-    assert python(stage("retrain"), straight).returncode == 0
+    uninterrupted = subprocess.Popen([sys.executable, *stage("retrain")], cwd=straight, env=environment(straight),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # meanwhile
 
     killed = retrain_project(scratch, tmp_path / "killed", epochs, tracking=True)  # tracking: changes no weight
     checkpoint = killed / "artifacts/retrain_state/checkpoint.pt"
@@ -380,6 +381,7 @@ def test_killed_retrain_resumes_to_the_same_weights_and_a_rerun_trains_anew(scra
     resumed = python(stage("retrain"), killed)
     assert resumed.returncode == 0 and f"resuming {checkpoint.relative_to(killed)} after epoch" in resumed.stderr
     assert f"after epoch {epochs}/{epochs}" not in resumed.stderr
+    assert uninterrupted.wait(timeout=120) == 0
     straight_weights, resumed_weights = model_weights(straight), model_weights(killed)
     assert straight_weights.keys() == resumed_weights.keys()
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
