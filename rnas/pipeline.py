@@ -20,18 +20,23 @@ from typing import Any, Callable
 
 import torch
 
-from rnas.artifacts import write_json
+from rnas.artifacts import read_json, write_json
 from rnas.config import ConfigError
 from rnas.data.text import CorpusError
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
-from rnas.tracking import StageRun, TrackingConfig, stage_run
+from rnas.tracking import SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import DistributedContext
 
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
+#: each stage's output folder, in pipeline order
+STAGE_OUTPUTS = {"prepare": PREPARED, **{stage: ARTIFACTS / stage
+                                         for stage in ("warmup", "embed", "sample", "retrain", "evaluate")}}
+#: in each stage's output folder: its MLflow run, so that a pipeline run reusing the folder links to it
+RUN_RECORD = "mlflow_run.json"
 
 
 @dataclass
@@ -97,10 +102,12 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
                     dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
                     tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
                     try:
-                        with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
+                        with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params),
+                                       reused=_upstream_run_records(name)) as run:
                             started = time.perf_counter()
                             body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
                             _report_cost(name, run, time.perf_counter() - started, device)
+                            _write_run_record(name, run)
                     finally:
                         dist.close()
             except (ConfigError, FileNotFoundError, CorpusError) as e:
@@ -110,10 +117,25 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
     return decorate
 
 
+def _upstream_run_records(name: str) -> dict[str, dict[str, Any]]:
+    """The run records in the output folders of the stages before ``name`` (DVC may have reused them)."""
+    stages = list(STAGE_OUTPUTS)
+    upstream = stages[:stages.index(name)] if name in STAGE_OUTPUTS else []
+    records = {stage: STAGE_OUTPUTS[stage] / RUN_RECORD for stage in upstream}
+    return {stage: read_json(path) for stage, path in records.items() if path.is_file()}
+
+
+def _write_run_record(name: str, run: StageRun) -> None:
+    record = run.run_record(name)
+    if record is not None and name in STAGE_OUTPUTS and STAGE_OUTPUTS[name].is_dir():
+        write_json(STAGE_OUTPUTS[name] / RUN_RECORD, record)
+
+
 def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device) -> None:
     """What the stage cost, printed and tracked: users size profiles for their machine from it."""
     cost = {"stage_seconds": round(seconds, 1), **peak_memory(device)}
     run.log_metrics(cost)
+    run.log_summary({f"{SECONDS_PREFIX}{name}": cost["stage_seconds"]})
     print(f"[{name}] done in {seconds:.0f} s, peak memory {cost['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
 
 
