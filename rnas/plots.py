@@ -317,7 +317,7 @@ def plot_scatter(x: Sequence[float], y: Sequence[float], path: Path, xlabel: str
     if identity_line and finite.any():
         lo, hi = min(x[finite].min(), y[finite].min()), max(x[finite].max(), y[finite].max())
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, linestyle="--", label="y = x")
-        ax.legend(loc="upper left")
+        ax.legend()
     if annotate_tau:
         tau = kendall_tau(x[finite].tolist(), y[finite].tolist())
         title = f"{title}\nKendall τ = {tau:.3f} (n = {int(finite.sum())})"

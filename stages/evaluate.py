@@ -14,7 +14,7 @@ def draw_plots(ctx, out, card):
     history = pd.read_csv(ARTIFACTS / "retrain/history.csv")
     drawn = [c for c in curves if c in history]
     plot_curves(history, "epoch", drawn, out / "training_curves.png", "Retraining the found network",
-                label if len(drawn) > 1 else drawn[0].replace("_", " ").replace("train ", "training "))
+                label if len(drawn) > 1 else drawn[0].replace("_", " ").replace("train ", "training "), integer_x=True)
     objective = ctx.task.objective
     rounds = pd.read_csv(ARTIFACTS / "sample/rounds.csv")
     rounds[ROUND_COLUMNS] = rounds[ROUND_COLUMNS].map(objective.to_metric)

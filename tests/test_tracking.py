@@ -325,3 +325,14 @@ def test_a_starting_stage_marks_runs_of_dead_processes_killed_and_leaves_live_on
         pass
     parent = client.get_run(client.get_run(parent_killed_id).data.tags[PARENT_RUN_TAG])
     assert parent.info.status == "KILLED" and "sample: its process ended" in parent.data.tags[END_REASON_TAG]
+
+
+def test_a_run_whose_pid_now_belongs_to_a_younger_process_counts_as_dead():
+    import socket
+
+    from rnas import tracking
+
+    mine = tracking._process_tags()
+    assert tracking._owner_alive(mine)
+    assert not tracking._owner_alive({**mine, tracking.PID_START_TAG: str(int(mine[tracking.PID_START_TAG]) - 1)})
+    assert tracking._owner_alive({**mine, tracking.HOST_TAG: socket.gethostname() + "-elsewhere", "rnas.pid": "1"})
