@@ -204,7 +204,7 @@ class StageRun:
 
 @contextmanager
 def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
-              reused: Mapping[str, Mapping[str, Any]] = {}) -> Iterator[StageRun]:
+              reused: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[StageRun]:
     """Open the nested run ``stage`` under this pipeline run's parent; close both on exit.
 
     ``params`` may be nested: they are logged flat, with dotted keys, to the stage run and the
@@ -237,7 +237,7 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
             flat = flatten_params(params)
             for target in (run_id, parent_id):
                 _log_params(client, target, flat)
-            _link_reused(client, parent_id, stage, reused)
+            _link_reused(client, parent_id, stage, reused or {})
             yield run
         status = "FINISHED"
     except (KeyboardInterrupt, StageTerminated) as error:
@@ -435,6 +435,8 @@ def _parent_run_id(client: MlflowClient, experiment_id: str, pipeline: PipelineI
     if runs:
         parent = min(runs, key=lambda run: (run.info.start_time, run.info.run_id))
         _retry_locked(client.update_run, parent.info.run_id, status="RUNNING")
+        if END_REASON_TAG in parent.data.tags:  # of an earlier failure: the pipeline run goes on
+            _retry_locked(client.delete_tag, parent.info.run_id, END_REASON_TAG)
         return parent.info.run_id
     return _retry_locked(client.create_run, experiment_id, tags=pipeline.parent_tags(),
                          run_name=pipeline.name).info.run_id

@@ -248,7 +248,8 @@ def test_rerunning_a_stage_under_the_same_parent_leaves_no_stale_child(tmp_path)
     assert len(deleted) == 1 and deleted[0].data.tags[SUPERSEDED_TAG] == rerun.run_id
     assert deleted[0].info.status == "FAILED"
     assert deleted[0].data.tags[END_REASON_TAG] == "retrain: RuntimeError: out of patience"
-    assert client.get_run(rerun.parent_id).info.status == "FINISHED"
+    parent = client.get_run(rerun.parent_id)
+    assert parent.info.status == "FINISHED" and END_REASON_TAG not in parent.data.tags
 
 
 # A stage process that opens its run, says so, and then waits to be killed or terminated.
