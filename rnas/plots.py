@@ -298,7 +298,7 @@ def plot_curves(frame: pd.DataFrame, x: str, ys: list[str], path: Path, title: s
                              marker="o" if len(points) <= 30 else None, markersize=3)
     ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel)
     if integer_x:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if frame.empty:
         ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", color="0.4")
     elif len(axes) > 1:
