@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from rnas.artifacts import read_json, write_json
+from rnas.artifacts import write_json
 from rnas.config import ConfigError
 from rnas.data.text import CorpusError
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
@@ -32,11 +32,9 @@ from rnas.training.distributed import DistributedContext
 
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
-#: each stage's output folder, in pipeline order
+#: each stage's output folder, in pipeline order (tracking links a reused folder to the run that wrote it)
 STAGE_OUTPUTS = {"prepare": PREPARED, **{stage: ARTIFACTS / stage
                                          for stage in ("warmup", "embed", "sample", "retrain", "evaluate")}}
-#: in each stage's output folder: its MLflow run, so that a pipeline run reusing the folder links to it
-RUN_RECORD = "mlflow_run.json"
 
 
 @dataclass
@@ -103,11 +101,10 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
                     tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
                     try:
                         with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params),
-                                       reused=_upstream_run_records(name)) as run:
+                                       output=STAGE_OUTPUTS.get(name), upstream=_upstream_outputs(name)) as run:
                             started = time.perf_counter()
                             body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
                             _report_cost(name, run, time.perf_counter() - started, device)
-                            _write_run_record(name, run)
                     finally:
                         dist.close()
             except (ConfigError, FileNotFoundError, CorpusError) as e:
@@ -117,18 +114,10 @@ def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[Stag
     return decorate
 
 
-def _upstream_run_records(name: str) -> dict[str, dict[str, Any]]:
-    """The run records in the output folders of the stages before ``name`` (DVC may have reused them)."""
+def _upstream_outputs(name: str) -> dict[str, Path]:
+    """The output folders of the stages before ``name`` (DVC may have reused them from its cache)."""
     stages = list(STAGE_OUTPUTS)
-    upstream = stages[:stages.index(name)] if name in STAGE_OUTPUTS else []
-    records = {stage: STAGE_OUTPUTS[stage] / RUN_RECORD for stage in upstream}
-    return {stage: read_json(path) for stage, path in records.items() if path.is_file()}
-
-
-def _write_run_record(name: str, run: StageRun) -> None:
-    record = run.run_record(name)
-    if record is not None and name in STAGE_OUTPUTS and STAGE_OUTPUTS[name].is_dir():
-        write_json(STAGE_OUTPUTS[name] / RUN_RECORD, record)
+    return {stage: STAGE_OUTPUTS[stage] for stage in stages[:stages.index(name)]} if name in STAGE_OUTPUTS else {}
 
 
 def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device) -> None:

@@ -28,9 +28,11 @@ The parent run: one per pipeline run, the experiment's summary
     holds all params (flattened with dots), the key results each stage reports with
     ``StageRun.log_summary`` (test metric, size, predictor tau, best supernet score,
     ``seconds_<stage>`` and ``seconds_total``), and the main pictures. A stage that DVC reused
-    from its cache runs no process: the next stage that runs finds the reused stage's run record
-    (``run_record``, kept in the stage's output folder), tags the parent
-    ``rnas.reused.<stage>`` with the run that made it, and copies that run's summary.
+    from its cache runs no process. So each stage run is tagged with a digest of the output
+    folder it wrote (``rnas.output_sha256``); the next stage that runs digests the folders of
+    the stages before it, finds the runs that wrote exactly those bytes, tags the parent
+    ``rnas.reused.<stage>`` with them and copies their summaries. (Nothing is written into the
+    outputs: a stage rerun that writes the same bytes still lets DVC skip the stages after it.)
 
 Runs end truthfully
     A stage run ends FINISHED, FAILED (tag ``rnas.end_reason``: the error) or KILLED (Ctrl-C,
@@ -83,6 +85,8 @@ STAGE_TAG = "rnas.stage"
 EXPERIMENT_NAME_TAG = "rnas.dvc_exp_name"
 CHANGED_TAG = "rnas.changed"           # on the parent: the params that differ from the baseline's
 REUSED_TAG_PREFIX = "rnas.reused."     # on the parent, + stage: the run that made a stage reused from cache
+OUTPUT_TAG = "rnas.output_sha256"      # on a stage run: the digest of the output folder it wrote
+SUMMARY_TAG = "rnas.summary_keys"      # on a stage run: the metrics it gave the parent
 PID_TAG, PID_START_TAG, HOST_TAG = "rnas.pid", "rnas.pid_start", "rnas.host"
 END_REASON_TAG = "rnas.end_reason"
 SUPERSEDED_TAG = "rnas.superseded_by"
@@ -171,7 +175,7 @@ class StageRun:
             _log_metrics(self._client, self.run_id, metrics, step)
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
-        """Key results: logged to this stage's run and to the parent, and kept in ``run_record``."""
+        """Key results: logged to this stage's run and to the parent (and to later parents reusing the stage)."""
         if self._client is None:
             return
         self.log_metrics(metrics)
@@ -195,22 +199,18 @@ class StageRun:
         if self._client is not None:
             _set_tags(self._client, self.run_id, tags)
 
-    def run_record(self, stage: str) -> dict[str, Any] | None:
-        """What a later pipeline run that reuses this stage's outputs links to (None when not tracked)."""
-        if self._client is None:
-            return None
-        return {"stage": stage, "run_id": self.run_id, "parent_run_id": self.parent_id, "summary": self.summary}
 
 
 @contextmanager
-def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
-              reused: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[StageRun]:
+def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict, output: Path | None = None,
+              upstream: Mapping[str, Path] | None = None) -> Iterator[StageRun]:
     """Open the nested run ``stage`` under this pipeline run's parent; close both on exit.
 
     ``params`` may be nested: they are logged flat, with dotted keys, to the stage run and the
-    parent (a value longer than MLflow's limit is cut, ending in "..."). ``reused``: the run
-    records of the stages before this one whose outputs this pipeline run may have reused from
-    DVC's cache; those made under another parent are linked to this one. When the block raises,
+    parent (a value longer than MLflow's limit is cut, ending in "..."). ``output``: the folder
+    the stage writes, digested when the block succeeds. ``upstream``: the output folders of the
+    stages before this one, by stage; those written by a run of another parent (DVC reused them
+    from its cache) are linked to this one. When the block raises,
     the stage run and the parent are marked FAILED (KILLED on Ctrl-C or SIGTERM) and the error
     propagates.
     """
@@ -237,8 +237,10 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
             flat = flatten_params(params)
             for target in (run_id, parent_id):
                 _log_params(client, target, flat)
-            _link_reused(client, parent_id, stage, reused or {})
+            _link_reused(client, experiment_id, parent_id, stage, upstream or {})
             yield run
+        if output is not None and output.is_dir():
+            _set_tags(client, run_id, {OUTPUT_TAG: folder_digest(output), SUMMARY_TAG: ",".join(run.summary)})
         status = "FINISHED"
     except (KeyboardInterrupt, StageTerminated) as error:
         status, reason = "KILLED", "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else "SIGTERM"
@@ -294,15 +296,37 @@ def _set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> Non
     _retry_locked(client.log_batch, run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
 
-def _link_reused(client: MlflowClient, parent_id: str, stage: str, records: Mapping[str, Mapping[str, Any]]) -> None:
-    """Tag the parent with the runs that made the reused stages and copy their summaries to it;
-    this stage, running now, is no longer reused."""
-    for record in records.values():
-        if record.get("parent_run_id") not in (None, parent_id):
-            _set_tags(client, parent_id, {REUSED_TAG_PREFIX + record["stage"]: record["run_id"]})
-            _log_metrics(client, parent_id, record.get("summary") or {})
+def _link_reused(client: MlflowClient, experiment_id: str, parent_id: str, stage: str,
+                 upstream: Mapping[str, Path]) -> None:
+    """Tag the parent with the runs that wrote the upstream folders as they are now, when those runs
+    belong to another parent (DVC reused their outputs), and copy their summaries to it; this stage,
+    running now, is no longer reused."""
+    for upstream_stage, folder in upstream.items():
+        if not folder.is_dir():
+            continue
+        made = _retry_locked(client.search_runs, [experiment_id], max_results=1,
+                             order_by=["attributes.start_time DESC"], filter_string=(
+                                 f"tags.`{STAGE_TAG}` = '{upstream_stage}' AND "
+                                 f"tags.`{OUTPUT_TAG}` = '{folder_digest(folder)}' AND attributes.status = 'FINISHED'"))
+        if made and made[0].data.tags.get(PARENT_RUN_TAG) != parent_id:
+            run = made[0]
+            _set_tags(client, parent_id, {REUSED_TAG_PREFIX + upstream_stage: run.info.run_id})
+            keys = [key for key in run.data.tags.get(SUMMARY_TAG, "").split(",") if key in run.data.metrics]
+            _log_metrics(client, parent_id, {key: run.data.metrics[key] for key in keys})
     if REUSED_TAG_PREFIX + stage in _retry_locked(client.get_run, parent_id).data.tags:
         _retry_locked(client.delete_tag, parent_id, REUSED_TAG_PREFIX + stage)
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the relative paths and bytes of every file under ``folder``, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _update_total_seconds(client: MlflowClient, parent_id: str) -> None:
@@ -382,7 +406,8 @@ def params_changes(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> l
     """``key=value`` (dotted keys, sorted) for every param of ``current`` that differs from ``baseline``;
     a param that ``current`` lacks reads ``key=<removed>``."""
     old, new = flatten_params(baseline), flatten_params(current)
-    return [f"{key}={new.get(key, '<removed>')}" for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    return [f"{key}={new.get(key, '<removed>')}" for key in changed]
 
 
 def _load_yaml(text: str | None) -> dict[str, Any]:

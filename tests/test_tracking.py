@@ -200,28 +200,39 @@ def test_parent_is_the_pipeline_summary_with_changed_params_results_and_reused_s
     from mlflow import MlflowClient
 
     commit = git_repo_with_params(tmp_path, "seed: 0\nsearch:\n  strategy: rnas\n")
-    with stage_run("warmup", TrackingConfig(), tmp_path, {"seed": 0, "search": {"strategy": "rnas"}}) as run:
-        run.log_summary({"seconds_warmup": 3.0, "pool_best": 0.5})
-    made_warmup = run.run_record("warmup")
-    assert made_warmup["summary"] == {"seconds_warmup": 3.0, "pool_best": 0.5}
+    warmup, embed = tmp_path / "artifacts/warmup", tmp_path / "artifacts/embed"
+    with stage_run("warmup", TrackingConfig(), tmp_path, {"seed": 0, "search": {"strategy": "rnas"}},
+                   output=warmup) as made_warmup:
+        (warmup / "sub").mkdir(parents=True)
+        (warmup / "sub/pool.csv").write_text("arch,score\n0 1,0.5\n")
+        made_warmup.log_summary({"seconds_warmup": 3.0, "pool_best": 0.5})
+        made_warmup.log_metrics({"loss": 1.0})  # not a summary metric: stays on the stage run
+    embed.mkdir(parents=True)
+    (embed / "controller.pt").write_bytes(b"made by no tracked run")
+    (tmp_path / "params.yaml").write_text("seed: 1\nsearch:\n  strategy: rnas\n")  # a later run writes other bytes
+    with stage_run("warmup", TrackingConfig(), tmp_path, {"seed": 1, "search": {"strategy": "rnas"}}, output=warmup):
+        (warmup / "sub/pool.csv").write_text("arch,score\n1 0,0.25\n")
+    (warmup / "sub/pool.csv").write_text("arch,score\n0 1,0.5\n")  # DVC checks out the first run's outputs
 
     (tmp_path / "params.yaml").write_text("seed: 0\nsearch:\n  strategy: nao\n")  # as `-S search.strategy=nao`
-    params = {"seed": 0, "search": {"strategy": "nao"}}
-    with stage_run("sample", TrackingConfig(), tmp_path, params, reused={"warmup": made_warmup}) as run:
+    params, upstream = {"seed": 0, "search": {"strategy": "nao"}}, {"warmup": warmup, "embed": embed}
+    with stage_run("sample", TrackingConfig(), tmp_path, params, upstream=upstream) as run:
         run.log_summary({"seconds_sample": 2.0, "supernet_best_score": 0.75})
-    with stage_run("evaluate", TrackingConfig(), tmp_path, params, reused={"warmup": made_warmup}) as run:
+    with stage_run("evaluate", TrackingConfig(), tmp_path, params, upstream=upstream) as run:
         run.log_summary({"seconds_evaluate": 1.5, "test_accuracy": 0.9})
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parents = {r.info.run_name: r for group in runs_by_name(client).values() for r in group
                if PIPELINE_KEY_TAG in r.data.tags}
-    assert sorted(parents) == [f"main@{commit[:7]}", f"main@{commit[:7]} search.strategy=nao"]
+    baseline = f"main@{commit[:7]}"
+    assert sorted(parents) == [baseline, f"{baseline} search.strategy=nao", f"{baseline} seed=1"]
     first, nao = parents[f"main@{commit[:7]}"], parents[f"main@{commit[:7]} search.strategy=nao"]
     assert first.data.tags[CHANGED_TAG] == "baseline"
     assert nao.data.tags[CHANGED_TAG] == "search.strategy=nao"
     assert "`search.strategy=nao`" in nao.data.tags[DESCRIPTION_TAG]
     assert nao.data.params == {"seed": "0", "search.strategy": "nao"}
-    assert nao.data.tags[REUSED_TAG_PREFIX + "warmup"] == made_warmup["run_id"]
+    assert nao.data.tags[REUSED_TAG_PREFIX + "warmup"] == made_warmup.run_id
+    assert REUSED_TAG_PREFIX + "embed" not in nao.data.tags  # no run wrote those bytes
     assert nao.data.metrics == {"seconds_warmup": 3.0, "pool_best": 0.5, "seconds_sample": 2.0,
                                 "supernet_best_score": 0.75, "seconds_evaluate": 1.5, "test_accuracy": 0.9,
                                 "seconds_total": 6.5}
