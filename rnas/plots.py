@@ -13,7 +13,6 @@ little of other edges as possible. Edges into the output that all share one labe
 """
 from __future__ import annotations
 
-import math
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
