@@ -284,7 +284,7 @@ def start_waiting_stage(root: Path, stage: str) -> tuple[subprocess.Popen, str]:
     return process, run_id
 
 
-def test_sigterm_ends_the_stage_run_and_its_parent_as_killed(tmp_path):
+def test_sigterm_and_ctrl_c_end_the_stage_run_and_its_parent_as_killed(tmp_path):
     import signal
 
     from mlflow import MlflowClient
@@ -297,6 +297,12 @@ def test_sigterm_ends_the_stage_run_and_its_parent_as_killed(tmp_path):
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags[END_REASON_TAG] == "retrain: SIGTERM"
     assert client.get_run(run.data.tags[PARENT_RUN_TAG]).info.status == "KILLED"
+
+    with pytest.raises(KeyboardInterrupt):
+        with stage_run("retrain", TrackingConfig(), tmp_path, {"seed": 0}) as interrupted:
+            raise KeyboardInterrupt
+    run = client.get_run(interrupted.run_id)
+    assert run.info.status == "KILLED" and run.data.tags[END_REASON_TAG] == "retrain: interrupted (Ctrl-C)"
 
 
 def test_a_starting_stage_marks_runs_of_dead_processes_killed_and_leaves_live_ones(tmp_path):
