@@ -13,8 +13,9 @@ def draw_plots(ctx, out, card):
     curves, label = ctx.task.curves
     history = pd.read_csv(ARTIFACTS / "retrain/history.csv")
     drawn = [c for c in curves if c in history]
+    only_training = drawn == [curves[0]]  # retrained on train + valid: there is no validation curve
     plot_curves(history, "epoch", drawn, out / "training_curves.png", "Retraining the found network",
-                label if len(drawn) > 1 else drawn[0].replace("_", " ").replace("train ", "training "), integer_x=True)
+                f"training {label}" if only_training else label, integer_x=True)
     objective = ctx.task.objective
     rounds = pd.read_csv(ARTIFACTS / "sample/rounds.csv")
     rounds[ROUND_COLUMNS] = rounds[ROUND_COLUMNS].map(objective.to_metric)
