@@ -28,11 +28,14 @@ from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
-from rnas.tracking import StageRun, TrackingConfig, stage_run
+from rnas.tracking import SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
 
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
+#: each stage's output folder, in pipeline order (tracking links a reused folder to the run that wrote it)
+STAGE_OUTPUTS = {"prepare": PREPARED, **{stage: ARTIFACTS / stage
+                                         for stage in ("warmup", "embed", "sample", "retrain", "evaluate")}}
 
 
 @dataclass
@@ -103,7 +106,8 @@ def _run_stage(name: str, body: Callable[[StageContext], None], distributed: boo
         dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
         tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
         try:
-            with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
+            with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params),
+                           output=STAGE_OUTPUTS.get(name), upstream=_upstream_outputs(name)) as run:
                 started = time.perf_counter()
                 body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
                 _report_cost(name, run, time.perf_counter() - started, device)
@@ -112,10 +116,17 @@ def _run_stage(name: str, body: Callable[[StageContext], None], distributed: boo
     return 0
 
 
+def _upstream_outputs(name: str) -> dict[str, Path]:
+    """The output folders of the stages before ``name`` (DVC may have reused them from its cache)."""
+    stages = list(STAGE_OUTPUTS)
+    return {stage: STAGE_OUTPUTS[stage] for stage in stages[:stages.index(name)]} if name in STAGE_OUTPUTS else {}
+
+
 def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device) -> None:
     """What the stage cost, printed and tracked: users size profiles for their machine from it."""
     cost = {"stage_seconds": round(seconds, 1), **peak_memory(device)}
     run.log_metrics(cost)
+    run.log_summary({f"{SECONDS_PREFIX}{name}": cost["stage_seconds"]})
     print(f"[{name}] done in {seconds:.0f} s, peak memory {cost['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
 
 

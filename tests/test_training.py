@@ -129,6 +129,21 @@ def test_progress_lines_and_eta():
                         "elapsed 1m02s  ETA 7m14s")
 
 
+def test_progress_of_part_of_a_longer_schedule_counts_its_own_epochs():
+    """warmup trains 20 of a 30-epoch supernet schedule: `epoch 1/20`, not `epoch 1/30`."""
+    clock, stream = FakeClock(), io.StringIO()
+    for first, stop in ((0, 20), (20, 25), (25, 30)):
+        progress = Progress("supernet", first, stop, 30, stream=stream, clock=clock)
+        progress.begin_epoch(first)
+        progress.end_epoch(1.0, 0.5, 100.0)
+    full = Progress("supernet", 0, 30, 30, stream=stream, clock=clock)
+    full.begin_epoch(0)
+    full.end_epoch(1.0, 0.5, 100.0)
+    assert [line.split("  ")[0] for line in stream.getvalue().splitlines()] == [
+        "[supernet] epoch 1/20 (schedule 1/30)", "[supernet] epoch 1/5 (schedule 21/30)",
+        "[supernet] epoch 1/5 (schedule 26/30)", "[supernet] epoch 1/30"]
+
+
 def test_count_progress_writes_at_intervals_and_at_the_end():
     clock, stream = FakeClock(), io.StringIO()
     progress = CountProgress("round 2", "scored", 100, "architectures", interval_s=30, stream=stream, clock=clock)
@@ -254,7 +269,7 @@ def test_supernet_progress_lines(capsys):
     trainer.train_epochs(ARCHS, 2, ImageBatches(brightness_split(), 16, CPU, shuffle=True), label="warmup")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
-    assert re.fullmatch(r"\[warmup\] epoch 2/4  loss \d\.\d{3}  acc \d+\.\d%  \d+ img/s  elapsed \d+s  ETA \d+s",
+    assert re.fullmatch(r"\[warmup\] epoch 2/2 \(schedule 2/4\)  loss \d\.\d{3}  acc \d+\.\d%  \d+ img/s  elapsed \d+s  ETA \d+s",
                         lines[1]), lines[1]
 
 
