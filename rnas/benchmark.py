@@ -19,7 +19,8 @@ global RNG with ``seed`` (seeds S..S+N-1, the same for every strategy; S = 0 unl
 ``--seed-offset`` says otherwise, so options can be tuned on one set of seeds and reported on
 another), so the same command gives identical curves.
 
-Writes into ``DIR`` (replaced as a whole):
+Writes into ``DIR`` (each file replaced atomically; other files there are left alone; a non-empty
+folder that the command did not make is refused unless ``--force``):
 - ``summary.csv``: strategy, seeds, mean_report, std_report, mean_queries, wall_seconds;
 - ``curves.csv``: one row per strategy, seed and query: the architecture, its select and report
   values, ``spent`` (cost so far) and the run's answer so far (``best_select``, ``best_report``);
@@ -44,8 +45,9 @@ import pandas as pd
 import torch
 import yaml
 
-from rnas.artifacts import atomic_dir, write_json
+from rnas.artifacts import atomic_path, write_json
 from rnas.config import ConfigError, from_dict, require
+from rnas.errors import run_command
 from rnas.oracle import TableOracle
 from rnas.plots import plot_band
 from rnas.spaces import get_space
@@ -74,10 +76,12 @@ class TableSpec:
     select_col: str
     report_col: str
     cost_col: str | None = None
+    #: the table holds only some of the space's architectures (``TableOracle.load``)
+    subset: bool = False
 
     def load(self) -> TableOracle:
-        return TableOracle.from_csv(self.path, get_space(self.space), self.select_col, self.report_col,
-                                    self.cost_col)
+        return TableOracle.load(self.path, get_space(self.space), self.select_col, self.report_col,
+                                self.cost_col, subset=self.subset)
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,11 @@ def _execute(tasks: list[RunTask], jobs: int) -> Iterable[RunResult]:
 
 
 # --- outputs ------------------------------------------------------------------------------
+OUTPUTS = ("summary.csv", "curves.csv", "metrics.json", "curves.png")
+#: marks a folder this command made: it may write its OUTPUTS there again
+MARKER = ".rnas-benchmark"
+
+
 def curves_frame(results: Sequence[RunResult]) -> pd.DataFrame:
     rows = [{"strategy": r.strategy, "seed": r.seed, "query": i, **asdict(q)}
             for r in results for i, q in enumerate(r.queries, start=1)]
@@ -280,15 +289,32 @@ def write_outputs(results: Sequence[RunResult], config: BenchmarkConfig, out: st
     curves, summary = curves_frame(results), summary_frame(results)
     budget = (f"{config.budget.seconds:g} s" if config.budget.seconds is not None
               else f"{config.budget.queries} queries")
-    with atomic_dir(out) as tmp:
-        summary.to_csv(tmp / "summary.csv", index=False)
-        curves.to_csv(tmp / "curves.csv", index=False)
-        write_json(tmp / "metrics.json", {"strategies": _metrics(summary), "best_possible_report": best_possible})
-        plot_band(band_frame(curves), x="query", group="strategy", y_mean="mean", y_std="std",
-                  path=tmp / "curves.png",
-                  title=f"{config.table.space}: {config.table.select_col}, {budget}, {config.seeds} seeds",
-                  xlabel="queries", ylabel=f"{config.table.report_col} of best so far")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by python -m rnas.benchmark, which may replace its own outputs here\n")
+    for name, frame in (("summary.csv", summary), ("curves.csv", curves)):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    write_json(out / "metrics.json", {"strategies": _metrics(summary), "best_possible_report": best_possible})
+    plot_band(band_frame(curves), x="query", group="strategy", y_mean="mean", y_std="std",
+              path=out / "curves.png",
+              title=f"{config.table.space}: {config.table.select_col}, {budget}, {config.seeds} seeds",
+              xlabel="queries", ylabel=f"{config.table.report_col} of best so far")
     return summary
+
+
+def check_output_folder(out: Path, force: bool) -> None:
+    """Writing into ``out`` replaces only this command's own files (``OUTPUTS``), each atomically. A
+    non-empty folder that it did not make (no ``MARKER``) is refused unless ``force``: an --out
+    typo must not mix results into, say, a data folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if not out.is_dir() or (out / MARKER).exists() or force:
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+    if others:
+        raise ConfigError(f"--out {out}: a folder this command did not make, holding {others[0]!r}; "
+                          "choose another folder, or pass --force to write beside its files (none is deleted)")
 
 
 def _metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
@@ -299,7 +325,7 @@ def _metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
 
 
 # --- command line ---------------------------------------------------------------------------
-def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path]:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path, bool]:
     parser = argparse.ArgumentParser(prog="python -m rnas.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("space", help="search space, e.g. nb201")
     parser.add_argument("--table", required=True, help="CSV with an arch_str column and numeric columns")
@@ -312,7 +338,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path
     parser.add_argument("--strategies", required=True, help="comma-separated strategy names")
     parser.add_argument("--seeds", type=int, required=True, help="runs per strategy (seeds S..S+N-1)")
     parser.add_argument("--seed-offset", type=int, default=0, help="S, the first seed (default 0)")
-    parser.add_argument("--out", required=True, help="output folder (replaced)")
+    parser.add_argument("--out", required=True, help="output folder (this command's files in it are replaced)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into an existing non-empty folder that this command did not make")
+    parser.add_argument("--subset-table", action="store_true",
+                        help="the table holds only some of the space's architectures: random draws and "
+                             "mutations are restricted to its rows")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--config", help="YAML file whose 'strategies: {name: {...}}' gives strategy options "
                                          "(other keys are ignored, so a DVC params.yaml works)")
@@ -322,14 +353,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path
         options = _strategy_options(args.config, args.strategy_options)
         config = from_dict(BenchmarkConfig, {
             "table": {"space": args.space, "path": args.table, "select_col": args.select_col,
-                      "report_col": args.report_col, "cost_col": args.cost_col},
+                      "report_col": args.report_col, "cost_col": args.cost_col, "subset": args.subset_table},
             "budget": {"seconds": args.budget_seconds, "queries": args.budget_queries},
             "strategies": [s.strip() for s in args.strategies.split(",") if s.strip()],
             "seeds": args.seeds, "seed_offset": args.seed_offset, "jobs": args.jobs,
             "strategy_options": options})
     except (ConfigError, ValueError, OSError) as e:
         parser.error(str(e))
-    return config, Path(args.out)
+    return config, Path(args.out), args.force
 
 
 def _strategy_options(config_file: str | None, options_json: str | None) -> dict[str, dict]:
@@ -376,18 +407,18 @@ def _progress_printer(start: float) -> Callable[[int, int, RunResult], None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, out = parse_args(argv)
-    start = time.perf_counter()
-    try:
+    config, out, force = parse_args(argv)
+
+    def benchmark() -> None:
+        start = time.perf_counter()
         oracle = _load_table(config.table)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    results = run_benchmark(config, _progress_printer(start))
-    summary = write_outputs(results, config, out, oracle.best_report)
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.2f}"), file=sys.stderr)
-    print(f"total {format_duration(time.perf_counter() - start)}; wrote {out}", file=sys.stderr)
-    return 0
+        check_output_folder(out, force)
+        results = run_benchmark(config, _progress_printer(start))
+        summary = write_outputs(results, config, out, oracle.best_report)
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.2f}"), file=sys.stderr)
+        print(f"total {format_duration(time.perf_counter() - start)}; wrote {out}", file=sys.stderr)
+
+    return run_command(benchmark)
 
 
 if __name__ == "__main__":

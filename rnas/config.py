@@ -10,11 +10,9 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from rnas.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad parameter; the message names the key."""
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:

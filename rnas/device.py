@@ -13,6 +13,8 @@ from typing import ContextManager, Iterator
 
 import torch
 
+from rnas.errors import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
@@ -21,16 +23,16 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+        raise ConfigError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
     if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise ValueError(f"device {name!r} requested but only {count} CUDA device(s) are visible")
+        raise ConfigError(f"device {name!r} requested but only {count} CUDA device(s) are visible")
     return device
 
 

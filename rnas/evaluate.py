@@ -21,11 +21,12 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rnas.config import ConfigError, from_dict
+from rnas.config import from_dict
 from rnas.data.images import ImageBatches, ImageSplit, load_split
 from rnas.data.prepare import DataConfig, prepare_dataset
 from rnas.data.text import TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.device import resolve_device
+from rnas.errors import DataError, run_command
 from rnas.export import load_model
 from rnas.networks.child_cnn import count_parameters
 from rnas.training.child import evaluate_classifier
@@ -34,7 +35,7 @@ from rnas.training.language_model import evaluate_language_model
 
 def with_model_normalisation(split: ImageSplit, card: dict) -> ImageSplit:
     if list(split.classes) != list(card["classes"]):
-        raise ValueError(f"the data's classes {split.classes} differ from the model's {card['classes']}")
+        raise DataError(f"the data's classes {split.classes} differ from the model's {card['classes']}")
     return ImageSplit(split.images, split.labels, split.classes, tuple(card["mean"]), tuple(card["std"]))
 
 
@@ -81,7 +82,7 @@ def evaluate_text_model(model: torch.nn.Module, card: dict, vocab: Sequence[str]
     """A language model (``rnas.export`` card) on the word stream ``ids`` of a corpus with ``vocab``;
     latency is of one window of the model's ``bptt`` words in ``latency_batch_size`` columns."""
     if list(vocab) != list(card["vocab"]):
-        raise ValueError("the corpus's vocabulary differs from the model's: evaluate on the corpus it was trained on")
+        raise DataError("the corpus's vocabulary differs from the model's: evaluate on the corpus it was trained on")
     model = model.to(device).eval()
     quality = evaluate_language_model(model, ids, batch_size, card["bptt"])
     window = ids[:card["bptt"] * latency_batch_size].view(latency_batch_size, -1).t().to(device)
@@ -107,6 +108,13 @@ def _text_metrics(model: torch.nn.Module, card: dict, args: argparse.Namespace, 
             "test_is_valid": corpus.test_is_valid}
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnas.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model file written by the retrain stage")
@@ -114,19 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="the dataset's folder or .tar.gz (cifar10, imagefolder, ptb)")
     parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 256 images, or 10 columns of text")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="default: 256 images, or 10 columns of text")
     args = parser.parse_args(argv)
-    try:
+
+    def evaluate() -> None:
         model, card = load_model(args.model)
         language = card.get("task") == "language"
         args.batch_size = args.batch_size or (10 if language else 256)
         with tempfile.TemporaryDirectory() as tmp:
             metrics = (_text_metrics if language else _image_metrics)(model, card, args, Path(tmp) / "data")
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"model": args.model, "dataset": args.dataset, "split": args.split, **metrics}))
-    return 0
+        print(json.dumps({"model": args.model, "dataset": args.dataset, "split": args.split, **metrics}))
+
+    return run_command(evaluate)
 
 
 if __name__ == "__main__":

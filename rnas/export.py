@@ -19,6 +19,7 @@ from torch import nn
 
 from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import from_dict
+from rnas.errors import ArtifactError
 from rnas.networks import NETWORKS, ChildConfig
 from rnas.networks.rnn import RNNModel, RNNModelConfig
 from rnas.spaces import get_space
@@ -72,9 +73,13 @@ def load_model(path: str | os.PathLike, weights: bool = True,
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    payload = load_checkpoint(path, map_location=device)
+    payload = load_checkpoint(path, map_location=device, keys=("card", "state_dict"))
     card = payload["card"]
-    model = network_of_card(card)
-    if weights:
-        model.load_state_dict(payload["state_dict"])
+    try:
+        model = network_of_card(card)
+        if weights:
+            model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a card or weights that do not fit
+        raise ArtifactError(f"{path}: not a model this version can build ({' '.join(str(e).split())[:160]}); "
+                            "rerun the stage that writes it (retrain)") from None
     return model.to(device).eval(), card

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from rnas.config import from_dict, require
+from rnas.config import ConfigError, from_dict, require
 from rnas.controller import ControllerConfig, ControllerTrainConfig
 from rnas.data.prepare import DataConfig
 from rnas.networks.child_cnn import ChildConfig
 from rnas.networks.supernet_cnn import SupernetConfig
+from rnas.spaces import get_space
 from rnas.strategies import available_strategies, strategy_class
 from rnas.tasks import available_tasks, get_task
 from rnas.tracking import TrackingConfig
@@ -152,11 +154,19 @@ class PipelineParams:
 
     def check(self):
         require(self.threads >= 0, "threads", "must be >= 0 (0: one per core)")
+        require(self.seed >= 0, "seed", "must be >= 0")
+        require(self.device == "auto" or _device_type(self.device) in ("cpu", "cuda"), "device",
+                f"{self.device!r} is not a device: use auto, cpu, cuda or cuda:N")
         check_task(self.task)
         task = get_task(self.task)
         require(self.space in task.spaces, "space",
                 f"{self.space!r} is not one of {', '.join(task.spaces)} (the spaces of task {self.task!r})")
         task.check(self)
+        if self.retrain.arch is not None:  # checked now, not after the whole search
+            try:
+                get_space(self.space).from_str(self.retrain.arch)
+            except ValueError as e:
+                raise ConfigError(f"retrain.arch: {e}") from None
         for key, batch in (("warmup.train.batch_size", self.warmup.train.batch_size),
                            ("retrain.train.batch_size", self.retrain.train.batch_size)):
             require(batch % self.trainer.nproc == 0, key,
@@ -168,6 +178,13 @@ class PipelineParams:
         # validate the chosen strategy's options now, not rounds into the search
         from_dict(strategy_class(s.strategy).Config, s.strategy_options(self.embed),
                   f"search.strategies.{s.strategy}")
+
+
+def _device_type(name: str) -> str | None:
+    try:
+        return torch.device(name).type
+    except RuntimeError:
+        return None
 
 
 @functools.cache
@@ -207,5 +224,9 @@ def load_params(path: str | os.PathLike = "params.yaml") -> PipelineParams:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parameters file not found: {path}")
-    return parse_params(yaml.safe_load(path.read_text()) or {})
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({' '.join(str(e).split())})") from None
+    return parse_params(data or {})
 

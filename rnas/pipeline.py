@@ -2,8 +2,9 @@
 
 A stage script is ``@stage_main("name") def main(ctx): ...``: parameters are loaded and
 validated before any work, seeds are set, the device is resolved, the stage is tracked, and
-a bad parameter or missing input ends the stage with one line naming it. ``ctx.task`` does the
-work that differs between tasks (``rnas.tasks``).
+a user error (``rnas.errors``: a bad parameter, dataset or input file) ends the stage with one
+line naming it and exit status 2. ``ctx.task`` does the work that differs between tasks
+(``rnas.tasks``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +23,19 @@ from typing import Any, Callable
 import torch
 
 from rnas.artifacts import write_json
-from rnas.config import ConfigError
-from rnas.data.text import CorpusError
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
+from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams, load_params
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
-from rnas.tracking import StageRun, TrackingConfig, stage_run
-from rnas.training.distributed import DistributedContext
+from rnas.tracking import SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
+from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
 
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
+#: each stage's output folder, in pipeline order (tracking links a reused folder to the run that wrote it)
+STAGE_OUTPUTS = {"prepare": PREPARED, **{stage: ARTIFACTS / stage
+                                         for stage in ("warmup", "embed", "sample", "retrain", "evaluate")}}
 
 
 @dataclass
@@ -69,7 +73,7 @@ def numeric(record: dict[str, Any]) -> dict[str, float]:
 def require_inputs(*paths: Path) -> None:
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
-        raise FileNotFoundError(f"missing input {missing[0]} (run the stage that makes it: `dvc repro`)")
+        raise ArtifactError(f"missing input {missing[0]} (run the stage that makes it: `dvc repro`)")
 
 
 def seed_everything(seed: int) -> None:
@@ -78,47 +82,83 @@ def seed_everything(seed: int) -> None:
 
 
 def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
-    """Decorate a stage's body. ``distributed`` stages run under torchrun when ``trainer.nproc > 1``:
-    the stage relaunches itself, and only rank 0 tracks and writes artifacts."""
+    """Decorate a stage's body. ``distributed`` stages run in ``trainer.nproc`` processes when it is > 1:
+    the stage relaunches itself (``_run_ranks``), and only rank 0 tracks and writes artifacts."""
     def decorate(body: Callable[[StageContext], None]) -> Callable[[], None]:
         @functools.wraps(body)
         def main() -> None:
-            try:
-                params = load_params("params.yaml")
-                if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
-                    raise SystemExit(_relaunch_under_torchrun(name, params.trainer.nproc))
-                if params.threads:
-                    torch.set_num_threads(params.threads)
-                space = get_space(params.space)
-                seed_everything(params.seed)
-                with leased_device(params.device) as device:
-                    if device.type == "cpu":
-                        reuse_freed_memory()
-                    dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
-                    tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
-                    try:
-                        with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params)) as run:
-                            started = time.perf_counter()
-                            body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
-                            _report_cost(name, run, time.perf_counter() - started, device)
-                    finally:
-                        dist.close()
-            except (ConfigError, FileNotFoundError, CorpusError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
+            raise SystemExit(run_command(lambda: _run_stage(name, body, distributed)))
         return main
     return decorate
+
+
+def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool) -> int:
+    params = load_params("params.yaml")
+    if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _run_ranks(name, params.trainer.nproc)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    space = get_space(params.space)
+    seed_everything(params.seed)
+    with leased_device(params.device) as device:
+        if device.type == "cpu":
+            reuse_freed_memory()
+        dist = DistributedContext.from_env(device) if distributed else DistributedContext(device=device)
+        tracking = params.tracking if dist.is_main else TrackingConfig(enabled=False)
+        try:
+            with stage_run(name, tracking, Path.cwd(), dataclasses.asdict(params),
+                           output=STAGE_OUTPUTS.get(name), upstream=_upstream_outputs(name)) as run:
+                started = time.perf_counter()
+                body(StageContext(name, params, dist.device, space, get_task(params.task), run, dist))
+                _report_cost(name, run, time.perf_counter() - started, device)
+        finally:
+            dist.close()
+    return 0
+
+
+def _upstream_outputs(name: str) -> dict[str, Path]:
+    """The output folders of the stages before ``name`` (DVC may have reused them from its cache)."""
+    stages = list(STAGE_OUTPUTS)
+    return {stage: STAGE_OUTPUTS[stage] for stage in stages[:stages.index(name)]} if name in STAGE_OUTPUTS else {}
 
 
 def _report_cost(name: str, run: StageRun, seconds: float, device: torch.device) -> None:
     """What the stage cost, printed and tracked: users size profiles for their machine from it."""
     cost = {"stage_seconds": round(seconds, 1), **peak_memory(device)}
     run.log_metrics(cost)
+    run.log_summary({f"{SECONDS_PREFIX}{name}": cost["stage_seconds"]})
     print(f"[{name}] done in {seconds:.0f} s, peak memory {cost['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
 
 
-def _relaunch_under_torchrun(name: str, nproc: int) -> int:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", f"stages.{name}"]
+def _run_ranks(name: str, nproc: int) -> int:
+    """Run the stage in ``nproc`` processes on this machine, as torchrun would (RANK, WORLD_SIZE,
+    LOCAL_RANK), meeting through a store file in a private temporary folder: nothing listens on the
+    network. (torchrun's rendezvous store listens on every interface, whatever address it is given.)
+    The first rank to fail stops the others; its exit status is the stage's."""
+    command = [sys.executable, "-m", f"stages.{name}"]
     print(f"[{name}] running on {nproc} processes: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    return subprocess.run(command).returncode
+    with tempfile.TemporaryDirectory(prefix="rnas-ranks-") as folder:
+        env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+               RENDEZVOUS_ENV: f"file://{folder}/store"}
+        for variable in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # ranks talk over loopback only
+            env.setdefault(variable, "lo")
+        ranks = [subprocess.Popen(command, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+        try:
+            return _first_failure(ranks)
+        finally:
+            for rank in ranks:
+                if rank.poll() is None:
+                    rank.terminate()
+                    rank.wait()
+
+
+def _first_failure(ranks: list[subprocess.Popen]) -> int:
+    """Wait for every rank; the exit status of the first to fail (0 when none does)."""
+    while True:
+        codes = [rank.poll() for rank in ranks]
+        failed = [code for code in codes if code not in (None, 0)]
+        if failed:
+            return failed[0]
+        if all(code == 0 for code in codes):
+            return 0
+        time.sleep(0.2)

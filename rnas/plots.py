@@ -13,7 +13,6 @@ little of other edges as possible. Edges into the output that all share one labe
 """
 from __future__ import annotations
 
-import math
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
@@ -26,10 +25,11 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Patch
+from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
-from rnas.controller import kendall_tau
 
 from rnas.artifacts import atomic_path
+from rnas.controller import kendall_tau
 from rnas.spaces.base import Arch, CellGraph, SearchSpace
 
 DPI = 150
@@ -275,25 +275,48 @@ def _overlap_area(first: Bbox, second: Bbox) -> float:
 
 # --- curves -----------------------------------------------------------------------------------
 
-def plot_curves(frame: pd.DataFrame, x: str, ys: list[str], path: Path, title: str, ylabel: str) -> None:
-    """One line per column in ``ys`` against ``x``; rows missing a value are skipped per line."""
+def plot_curves(frame: pd.DataFrame, x: str, ys: list[str], path: Path, title: str, ylabel: str,
+                xlabel: str | None = None, secondary: Sequence[str] = (), secondary_label: str = "",
+                integer_x: bool = False, empty_note: str = "no data") -> None:
+    """One line per column in ``ys`` against ``x``; rows missing a value are skipped per line.
+
+    ``secondary`` columns go on a right-hand axis of their own scale (``secondary_label``);
+    ``integer_x`` ticks only whole numbers (rounds, iterations). A frame with no rows is drawn as
+    empty axes carrying ``empty_note``, so the picture always exists and says why it is blank.
+    """
     fig, ax = _figure()
-    for y in ys:
+    axes = [(ax, y) for y in ys]
+    if secondary:
+        right = ax.twinx()
+        right.set_ylabel(secondary_label)
+        axes += [(right, y) for y in secondary]
+    lines = []
+    for i, (target, y) in enumerate(axes):
         points = frame[[x, y]].dropna().sort_values(x)
-        ax.plot(points[x], points[y], label=y, marker="o" if len(points) <= 30 else None, markersize=3)
-    ax.set(title=title, xlabel=x, ylabel=ylabel)
-    if len(ys) > 1:
-        ax.legend()
+        lines += target.plot(points[x], points[y], label=y, color=f"C{i}",
+                             marker="o" if len(points) <= 30 else None, markersize=3)
+    ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if frame.empty:
+        ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", color="0.4")
+    elif len(axes) > 1:
+        ax.legend(lines, [line.get_label() for line in lines])
     _save(fig, path)
 
 
 def plot_scatter(x: Sequence[float], y: Sequence[float], path: Path, xlabel: str, ylabel: str, title: str,
-                 annotate_tau: bool = True) -> None:
-    """Scatter of paired values; the title gives Kendall's tau over the finite pairs."""
+                 annotate_tau: bool = True, identity_line: bool = False) -> None:
+    """Scatter of paired values; the title gives Kendall's tau over the finite pairs.
+    ``identity_line``: draw y = x (for a prediction against what it predicts, in the same units)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     finite = np.isfinite(x) & np.isfinite(y)
     fig, ax = _figure()
     ax.scatter(x[finite], y[finite], s=14, alpha=0.7, edgecolors="none")
+    if identity_line and finite.any():
+        lo, hi = min(x[finite].min(), y[finite].min()), max(x[finite].max(), y[finite].max())
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, linestyle="--", label="y = x")
+        ax.legend()
     if annotate_tau:
         tau = kendall_tau(x[finite].tolist(), y[finite].tolist())
         title = f"{title}\nKendall τ = {tau:.3f} (n = {int(finite.sum())})"

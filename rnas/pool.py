@@ -8,7 +8,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from rnas.artifacts import atomic_path
+from rnas.artifacts import atomic_path, read_csv
+from rnas.errors import ArtifactError
 from rnas.spaces.base import Arch, SearchSpace
 from rnas.strategies.base import Observation
 
@@ -65,7 +66,7 @@ class ArchPool:
                 keep.append(i)
         scores = list(scores) if scores is not None else [math.nan] * len(archs)
         cols = {}
-        for name in set(self.columns) | set(columns):
+        for name in dict.fromkeys([*self.columns, *columns]):  # ordered: the CSV's columns stay in place
             old = self.columns.get(name, [None] * len(self))
             new = list(columns.get(name, [None] * len(archs)))
             cols[name] = old + [new[i] for i in keep]
@@ -93,4 +94,8 @@ class ArchPool:
     def from_csv(cls, space: SearchSpace, path: str | os.PathLike) -> "ArchPool":
         if not os.path.exists(path):
             raise FileNotFoundError(f"architecture pool not found: {path}")
-        return cls.from_frame(space, pd.read_csv(path))
+        frame = read_csv(path, columns=("arch", "score"))
+        try:
+            return cls.from_frame(space, frame)
+        except (ValueError, TypeError) as e:
+            raise ArtifactError(f"{path}: {e}; rerun the stage that writes it") from None

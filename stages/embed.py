@@ -20,6 +20,12 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return sorted(rows[n_held:]), sorted(rows[:n_held])
 
 
+def in_score_units(targets: list[float], scores: list[float]) -> list[float]:
+    """Predicted targets back in the pool's score units: the inverse of ``normalise_targets`` (min-max)."""
+    lo, hi = min(scores), max(scores)
+    return [lo + t * (hi - lo) for t in targets]
+
+
 @stage_main("embed")
 def main(ctx):
     p, e = ctx.params, ctx.params.embed
@@ -46,6 +52,7 @@ def main(ctx):
     metrics = {"kendall_tau": quality["kendall_tau"], "reconstruction_token_acc": quality["reconstruction_token_acc"],
                "reconstruction_arch_acc": quality["reconstruction_arch_acc"], "held_out": len(held_rows)}
     ctx.run.log_metrics(metrics)
+    ctx.run.log_summary({"predictor_tau": metrics["kendall_tau"]})
     with torch.no_grad():
         latent = controller.encode(controller.tokens(pool.archs)).cpu()
     with atomic_dir(ctx.out) as out:
@@ -53,7 +60,9 @@ def main(ctx):
         save_checkpoint(out / "latent.pt", {"latent": latent, "arch": [ctx.space.to_str(a) for a in pool.archs]})
         pd.DataFrame({"arch": [ctx.space.to_str(pool.archs[i]) for i in rows],
                       "measured": [pool.scores[i] for i in rows],
-                      "predicted": quality["predictions"]}).to_csv(out / "holdout.csv", index=False)
+                      "predicted": quality["predictions"],  # the predictor's output: targets in [0, 1]
+                      "predicted_score": in_score_units(quality["predictions"], pool.scores)}
+                     ).to_csv(out / "holdout.csv", index=False)
         write_json(out / "metrics.json", metrics)
         ctx.write_provenance(out)
     print(f"[embed] predictor Kendall tau {metrics['kendall_tau']:.3f} on {len(rows)} held-out architectures; "

@@ -9,22 +9,33 @@ from rnas.plots import draw_architecture, plot_curves, plot_scatter
 from rnas.pool import ArchPool
 from rnas.truth import judge, load_truth, true_accuracies
 
+TRUTH_SUMMARY = ("truth_found_acc", "truth_found_percentile", "truth_supernet_kendall_tau")  # also on the parent run
 ROUND_COLUMNS = ["best", "median", "proposed_mean", "random_mean"]
 
 
 def draw_plots(ctx, out, card):
     curves, label = ctx.task.curves
     history = pd.read_csv(ARTIFACTS / "retrain/history.csv")
-    plot_curves(history, "epoch", [c for c in curves if c in history], out / "training_curves.png",
-                "Retraining the found network", label)
+    drawn = [c for c in curves if c in history]
+    only_training = drawn == [curves[0]]  # retrained on train + valid: there is no validation curve
+    plot_curves(history, "epoch", drawn, out / "training_curves.png", "Retraining the found network",
+                f"training {label}" if only_training else label, integer_x=True)
     objective = ctx.task.objective
     rounds = pd.read_csv(ARTIFACTS / "sample/rounds.csv")
     rounds[ROUND_COLUMNS] = rounds[ROUND_COLUMNS].map(objective.to_metric)
-    plot_curves(rounds, "round", ROUND_COLUMNS, out / "search_curve.png", "Supernet score of the pool per round",
-                objective.metric_label)
+    rounds["rounds_done"] = rounds["round"] - 1  # row r: the pool that round r starts from
+    plot_curves(rounds, "rounds_done", ROUND_COLUMNS, out / "search_curve.png", "Supernet score of the pool",
+                objective.metric_label, xlabel="search rounds done (0: the warmup pool)", integer_x=True)
+    trace = pd.read_csv(ARTIFACTS / "sample/mras_trace.csv")
+    trace["step"] = range(1, len(trace) + 1)
+    plot_curves(trace, "step", ["gamma", "h_of_mean"], out / "mras_trace.png", "MRAS in the embedding",
+                "predicted target", xlabel="MRAS iteration (all rounds)", secondary=["max_sigma"],
+                secondary_label="largest sampling std", integer_x=True,
+                empty_note=f"no MRAS trace: search.strategy={ctx.params.search.strategy} does not run MRAS")
     holdout = pd.read_csv(ARTIFACTS / "embed/holdout.csv")
-    plot_scatter(holdout["measured"], holdout["predicted"], out / "predictor_scatter.png",
-                 f"{objective.score_label} (measured)", "predictor output", "Predictor on held-out architectures")
+    plot_scatter(holdout["measured"], holdout["predicted_score"], out / "predictor_scatter.png",
+                 f"{objective.score_label} (measured)", "predicted by the predictor",
+                 "Predictor on held-out architectures", identity_line=True)
     draw_architecture(ctx.space, ctx.space.from_str(card["arch"]), out / "cells.png", title=card["arch"])
 
 
@@ -63,7 +74,10 @@ def main(ctx):
         draw_plots(ctx, out, card)
         ctx.write_provenance(out)
     ctx.run.log_metrics(numeric(metrics))
+    ctx.run.log_summary(numeric({**evaluation.metrics, **{k: v for k, v in metrics.items() if k in TRUTH_SUMMARY}}))
     ctx.run.log_artifact(ctx.out)
+    for picture in sorted(ctx.out.glob("*.png")):  # the main pictures, also on the parent
+        ctx.run.log_artifact(picture, summary=True)
     print(f"[evaluate] {evaluation.summary}")
     if "truth_found_acc" in metrics:
         print(f"[evaluate] truth: found cell {metrics['truth_found_acc']:.2f} "

@@ -1,15 +1,27 @@
-"""retrain: the winner trained from scratch with the final recipe; resumes after an interruption."""
+"""retrain: the winner trained from scratch with the final recipe; resumes after an interruption.
+
+The checkpoint's fingerprint covers what shapes the result (architecture, retrain params, seed,
+data, and the code that builds and trains the model), so only an interrupted run of the same
+thing is resumed; once the model is written the checkpoint is retired, so a rerun retrains.
+"""
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 
-from rnas.artifacts import atomic_dir, read_json, write_json
+from rnas.artifacts import atomic_dir, read_json, source_fingerprint, write_json
 from rnas.export import save_model
 from rnas.networks.child_cnn import count_parameters
 from rnas.pipeline import ARTIFACTS, numeric, prepared_dir, require_inputs, stage_main
 
 CHECKPOINT = ARTIFACTS / "retrain_state/checkpoint.pt"  # outside the stage's output folder: it survives reruns
+#: the checkpoint of a run whose model was written: kept to look at, never resumed
+DELIVERED = CHECKPOINT.with_name("checkpoint.pt.delivered")
+#: the code that builds and trains the model (retrain's code deps in dvc.yaml; a test keeps them equal)
+CODE = ("stages/retrain.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/training", "rnas/export.py",
+        "rnas/ops.py", "rnas/spaces", "rnas/device.py")
 
 
 @stage_main("retrain", distributed=True)
@@ -20,7 +32,9 @@ def main(ctx):
     arch = ctx.space.to_str(ctx.space.from_str(r.arch or read_json(ARTIFACTS / "sample/best.json")["arch"]))
     fingerprint = hashlib.sha256(json.dumps(
         {"arch": arch, "retrain": ctx.provenance()["params"]["retrain"], "seed": p.seed,
-         "data": read_json(data / "meta.json").get("fingerprint")}, sort_keys=True, default=str).encode()).hexdigest()
+         "data": read_json(data / "meta.json").get("fingerprint"),
+         "code": source_fingerprint(Path(__file__).resolve().parents[1], CODE)},
+        sort_keys=True, default=str).encode()).hexdigest()
     result = ctx.task.retrain(ctx, arch, data, CHECKPOINT, fingerprint,
                               on_epoch=lambda rec: ctx.run.log_metrics(numeric(rec), step=rec["epoch"]))
     if not ctx.dist.is_main:  # under torchrun, rank 0 writes
@@ -32,6 +46,8 @@ def main(ctx):
         pd.DataFrame(history).to_csv(out / "history.csv", index=False)
         write_json(out / "metrics.json", {"params_m": params_m, **{f"final_{k}": v for k, v in history[-1].items()}})
         ctx.write_provenance(out)
+    # Delivered: a rerun (`dvc repro -f`, say) trains anew instead of resuming a finished run.
+    os.replace(CHECKPOINT, DELIVERED)
     ctx.run.log_artifact(ctx.out / "history.csv")
     print(f"[retrain] {arch}: {params_m:.2f}M parameters, trained {len(history)} epochs")
 

@@ -9,6 +9,7 @@ against ground truth (evaluate); nothing in the search sees their scores.
 import math
 import random
 import statistics
+import sys
 
 import pandas as pd
 import torch
@@ -60,10 +61,12 @@ def main(ctx):
     pool = ArchPool.from_csv(ctx.space, ARTIFACTS / "warmup/pool.csv")
     pool.columns["origin"] = ["seed"] * len(pool)
     if isinstance(strategy, EmbeddingStrategy):
-        strategy.adopt(load_checkpoint(ARTIFACTS / "embed/controller.pt")["state_dict"], pool.observations())
+        controller = load_checkpoint(ARTIFACTS / "embed/controller.pt", keys=("state_dict",))
+        strategy.adopt(controller["state_dict"], pool.observations())
     rng = random.Random(seed + 1)
     rounds, trace, pools = [], [], []
     for round_ in range(1, s.rounds + 1):
+        print(f"[sample] round {round_}/{s.rounds}", file=sys.stderr, flush=True)
         if round_ > 1:
             pool.scores = (supernet.score(pool.archs, label=f"round {round_}") if s.epochs_per_round
                            else score_unscored(supernet, pool, f"round {round_}"))
@@ -78,8 +81,8 @@ def main(ctx):
         kept = pool.top(p.warmup.pool_size - len(proposed) - len(fresh))
         pool = kept.extend(proposed + fresh, round=[round_] * (len(proposed) + len(fresh)),
                            origin=["proposed"] * len(proposed) + ["random"] * len(fresh))
-        print(f"[sample] round {round_}/{s.rounds}: {len(proposed)} proposed by {s.strategy}, "
-              f"{len(fresh)} random, {len(kept)} kept")
+        print(f"[round {round_}] {len(proposed)} proposed by {s.strategy}, {len(fresh)} random, {len(kept)} kept",
+              file=sys.stderr, flush=True)
         supernet.train_epochs(pool.archs, s.epochs_per_round, label=f"round {round_}",
                               on_epoch=lambda r: ctx.run.log_metrics({"supernet_" + k: v for k, v in r.items()},
                                                                      step=r["epoch"]))
@@ -97,6 +100,8 @@ def main(ctx):
                "final_median_score": rounds[-1]["median"],
                **objective.report({"best": top.scores[0], "final_median": rounds[-1]["median"]})}
     ctx.run.log_metrics(metrics)
+    ctx.run.log_summary({"supernet_best_score": top.scores[0],
+                         **{f"supernet_{k}": v for k, v in objective.report({"best": top.scores[0]}).items()}})
     with atomic_dir(ctx.out) as out:
         for round_, round_pool in enumerate(pools, start=1):
             round_pool.to_csv(out / f"pool_round{round_}.csv")

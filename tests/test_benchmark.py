@@ -171,7 +171,8 @@ def test_command_writes_every_output(table, tmp_path, capsys):
     assert run_command(table, out, "--cost-col", "seconds", "--budget-seconds", "400") == 0
     progress = capsys.readouterr().err
     assert "[6/6] evolution seed 2" in progress and "ETA" in progress
-    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "curves.png", "metrics.json", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".rnas-benchmark", "curves.csv", "curves.png", "metrics.json",
+                                                      "summary.csv"]
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == ["strategy", "seeds", "mean_report", "std_report", "mean_queries",
                                      "wall_seconds"]

@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -20,6 +21,7 @@ from rnas.data import (AugmentConfig, Corpus, DataConfig, ImageBatches, ImageSpl
 from rnas.data import text
 from rnas.data.images import class_balanced_order, cutout, random_crop
 from rnas.data.text import CorpusError, TextDataConfig, load_prepared_corpus, prepare_corpus
+from rnas.errors import DataError
 
 SHARED_DATA = Path(__file__).parents[2] / "shared/data"
 CPU = torch.device("cpu")
@@ -148,7 +150,7 @@ def test_cifar10_missing_data_names_root_and_download_key(tmp_path):
 def test_cifar10_batch_files_may_not_run_code(tmp_path):
     folder = write_cifar_fixture(tmp_path / "raw")
     (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": os.getcwd}))
-    with pytest.raises(pickle.UnpicklingError, match="getcwd"):
+    with pytest.raises(DataError, match="data_batch_3 is not a CIFAR-10 batch file .*getcwd"):
         prepare_dataset(DataConfig(dataset="cifar10", root=str(tmp_path / "raw")), tmp_path / "prep")
 
 
@@ -502,6 +504,11 @@ def test_download_only_when_asked_and_only_missing_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no test.txt"):
         prepare_corpus(text_config(folder), tmp_path / "prepared", key="data.search")
     assert requested == []
+    with pytest.raises(DataError, match=r"data\.search\.root: the test\.txt downloaded from .* has md5 "):
+        prepare_corpus(text_config(folder, download=True), tmp_path / "prepared", key="data.search")
+    assert not (folder / "test.txt").exists()
+    monkeypatch.setitem(text.PTB_MD5, "test", hashlib.md5(b" the cat \n").hexdigest())
+    requested.clear()
     prepare_corpus(text_config(folder, download=True), tmp_path / "prepared")
     assert requested == [text.PTB_URL.format(split="test")]
     assert (folder / "test.txt").read_text() == " the cat \n"

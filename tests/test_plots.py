@@ -104,10 +104,16 @@ def test_curves_scatter_and_band_write_png(tmp_path):
     measured = rng.random(60)
     predicted = measured + 0.2 * rng.standard_normal(60)
     predicted[3] = np.nan
-    plot_scatter(measured, predicted, tmp_path / "scatter.png", "measured", "predicted", "Predictor")
+    plot_scatter(measured, predicted, tmp_path / "scatter.png", "measured", "predicted", "Predictor",
+                 identity_line=True)
     plot_scatter([0.5], [0.5], tmp_path / "scatter_one.png", "measured", "predicted", "One point")
     bands = pd.DataFrame([{"strategy": s, "query": q, "mean": q / (10 + k), "std": 0.05}
                           for k, s in enumerate(("random", "rnas")) for q in range(0, 100, 10)])
     plot_band(bands, "query", "strategy", "mean", "std", tmp_path / "band.png", "Search", "queries", "best")
-    for name in ("curves", "scatter", "scatter_one", "band"):
+    trace = pd.DataFrame({"step": range(1, 11), "gamma": np.linspace(0, 1, 10), "max_sigma": np.linspace(1, 0.1, 10)})
+    plot_curves(trace, "step", ["gamma"], tmp_path / "twin.png", "MRAS", "target", secondary=["max_sigma"],
+                secondary_label="sigma", integer_x=True)
+    plot_curves(trace.iloc[:0], "step", ["gamma"], tmp_path / "empty.png", "MRAS", "target",
+                empty_note="no MRAS trace")
+    for name in ("curves", "scatter", "scatter_one", "band", "twin", "empty"):
         assert_png(tmp_path / f"{name}.png")

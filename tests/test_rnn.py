@@ -339,7 +339,7 @@ def test_language_model_changed_fingerprint_starts_over(space, tmp_path, capsys)
     valid = stream(120)
     first, _ = run_lm(space, tmp_path, lm_cfg(epochs=2), valid, fingerprint="run-a")
     model, history = run_lm(space, tmp_path, lm_cfg(epochs=2), valid, fingerprint="run-b", init_seed=0)
-    assert "belongs to another run: starting over" in capsys.readouterr().err
+    assert "lm.pt is stale: set aside as lm.pt.stale" in capsys.readouterr().err
     assert [r["epoch"] for r in history] == [1, 2]
     for a, b in zip(model.parameters(), first.parameters()):
         assert torch.equal(a, b)  # same seed, same run: trained from scratch, not continued

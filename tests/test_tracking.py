@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from rnas.config import ConfigError, from_dict
-from rnas.tracking import (PARENT_RUN_TAG, PIPELINE_KEY_TAG, STAGE_TAG, TrackingConfig, stage_run,
+from rnas.tracking import (CHANGED_TAG, DESCRIPTION_TAG, END_REASON_TAG, PARENT_RUN_TAG, PIPELINE_KEY_TAG,
+                           REUSED_TAG_PREFIX, STAGE_TAG, SUPERSEDED_TAG, TrackingConfig, params_changes, stage_run,
                            tracking_uri)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def test_stages_of_one_repro_join_one_parent_and_new_params_start_another(tmp_pa
     client = MlflowClient(f"sqlite:///{origin / 'mlflow.db'}")
     runs = runs_by_name(client, "repro")
     parents = [run for group in runs.values() for run in group if PIPELINE_KEY_TAG in run.data.tags]
-    assert len(parents) == 2 and all(p.info.run_name.startswith("repro-no-git-") for p in parents)
+    assert len(parents) == 2 and all(p.info.run_name == "no-git" for p in parents)
     first_parent = runs["prepare"][0].data.tags[PARENT_RUN_TAG]
     failed, second = sorted(runs["train"], key=lambda run: run.info.start_time)
     assert failed.data.tags[PARENT_RUN_TAG] == first_parent and failed.info.status == "FAILED"
@@ -170,3 +171,186 @@ def test_store_calls_are_retried_while_sqlite_is_locked_and_only_then(monkeypatc
     with pytest.raises(ValueError):
         tracking._retry_locked(write, ValueError("invalid metric key"))
     assert len(calls) == 1
+
+
+GIT_IDENTITY = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "rnas-test"), ("EMAIL", "rnas-test@localhost"))}
+
+
+def git_repo_with_params(root: Path, params: str) -> str:
+    """A git repository on branch ``main`` whose one commit holds ``params.yaml``; returns the commit."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(params)
+    environ = {**os.environ, **GIT_IDENTITY}
+    for command in (["init", "-q", "-b", "main"], ["add", "params.yaml"], ["commit", "-qm", "baseline"]):
+        subprocess.run(["git", *command], cwd=root, env=environ, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def test_params_changes_lists_dotted_keys_that_differ():
+    baseline = {"seed": 0, "search": {"strategy": "rnas", "rounds": 2}, "gone": 1}
+    current = {"seed": 1, "search": {"strategy": "nao", "rounds": 2}, "new": {"x": [1, 2]}}
+    assert params_changes(baseline, current) == ["gone=<removed>", "new.x=[1, 2]", "search.strategy=nao", "seed=1"]
+    assert params_changes(current, current) == []
+
+
+def test_parent_is_the_pipeline_summary_with_changed_params_results_and_reused_stages(tmp_path, monkeypatch):
+    """A `dvc repro` with a changed param: the parent is named after the branch, commit and change, holds
+    all params and each stage's key results, and links a stage made by another pipeline run."""
+    from mlflow import MlflowClient
+
+    commit = git_repo_with_params(tmp_path, "seed: 0\nsearch:\n  strategy: rnas\n")
+    warmup, embed = tmp_path / "artifacts/warmup", tmp_path / "artifacts/embed"
+    with stage_run("warmup", TrackingConfig(), tmp_path, {"seed": 0, "search": {"strategy": "rnas"}},
+                   output=warmup) as made_warmup:
+        (warmup / "sub").mkdir(parents=True)
+        (warmup / "sub/pool.csv").write_text("arch,score\n0 1,0.5\n")
+        made_warmup.log_summary({"seconds_warmup": 3.0, "pool_best": 0.5})
+        made_warmup.log_metrics({"loss": 1.0})  # not a summary metric: stays on the stage run
+    embed.mkdir(parents=True)
+    (embed / "controller.pt").write_bytes(b"made by no tracked run")
+    (tmp_path / "params.yaml").write_text("seed: 1\nsearch:\n  strategy: rnas\n")  # a later run writes other bytes
+    with stage_run("warmup", TrackingConfig(), tmp_path, {"seed": 1, "search": {"strategy": "rnas"}}, output=warmup):
+        (warmup / "sub/pool.csv").write_text("arch,score\n1 0,0.25\n")
+    (warmup / "sub/pool.csv").write_text("arch,score\n0 1,0.5\n")  # DVC checks out the first run's outputs
+
+    (tmp_path / "params.yaml").write_text("seed: 0\nsearch:\n  strategy: nao\n")  # as `-S search.strategy=nao`
+    params, upstream = {"seed": 0, "search": {"strategy": "nao"}}, {"warmup": warmup, "embed": embed}
+    with stage_run("sample", TrackingConfig(), tmp_path, params, upstream=upstream) as run:
+        run.log_summary({"seconds_sample": 2.0, "supernet_best_score": 0.75})
+    with stage_run("evaluate", TrackingConfig(), tmp_path, params, upstream=upstream) as run:
+        run.log_summary({"seconds_evaluate": 1.5, "test_accuracy": 0.9})
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parents = {r.info.run_name: r for group in runs_by_name(client).values() for r in group
+               if PIPELINE_KEY_TAG in r.data.tags}
+    baseline = f"main@{commit[:7]}"
+    assert sorted(parents) == [baseline, f"{baseline} search.strategy=nao", f"{baseline} seed=1"]
+    first, nao = parents[f"main@{commit[:7]}"], parents[f"main@{commit[:7]} search.strategy=nao"]
+    assert first.data.tags[CHANGED_TAG] == "baseline"
+    assert nao.data.tags[CHANGED_TAG] == "search.strategy=nao"
+    assert "`search.strategy=nao`" in nao.data.tags[DESCRIPTION_TAG]
+    assert nao.data.params == {"seed": "0", "search.strategy": "nao"}
+    assert nao.data.tags[REUSED_TAG_PREFIX + "warmup"] == made_warmup.run_id
+    assert REUSED_TAG_PREFIX + "embed" not in nao.data.tags  # no run wrote those bytes
+    assert nao.data.metrics == {"seconds_warmup": 3.0, "pool_best": 0.5, "seconds_sample": 2.0,
+                                "supernet_best_score": 0.75, "seconds_evaluate": 1.5, "test_accuracy": 0.9,
+                                "seconds_total": 6.5}
+    assert first.data.metrics == {"seconds_warmup": 3.0, "pool_best": 0.5, "seconds_total": 3.0}
+    assert nao.info.status == "FINISHED" and first.info.status == "FINISHED"
+
+
+def test_rerunning_a_stage_under_the_same_parent_leaves_no_stale_child(tmp_path):
+    from mlflow import MlflowClient
+
+    git_repo_with_params(tmp_path, "seed: 0\n")
+    with pytest.raises(RuntimeError):
+        with stage_run("retrain", TrackingConfig(), tmp_path, {"seed": 0}):
+            raise RuntimeError("out of patience")
+    with stage_run("retrain", TrackingConfig(), tmp_path, {"seed": 0}) as rerun:
+        pass
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("rnas").experiment_id
+    live = client.search_runs([experiment_id], filter_string=f"tags.`{STAGE_TAG}` = 'retrain'")
+    assert [r.info.run_id for r in live] == [rerun.run_id] and live[0].info.status == "FINISHED"
+    from mlflow.entities import ViewType
+    deleted = client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert len(deleted) == 1 and deleted[0].data.tags[SUPERSEDED_TAG] == rerun.run_id
+    assert deleted[0].info.status == "FAILED"
+    assert deleted[0].data.tags[END_REASON_TAG] == "retrain: RuntimeError: out of patience"
+    parent = client.get_run(rerun.parent_id)
+    assert parent.info.status == "FINISHED" and END_REASON_TAG not in parent.data.tags
+
+
+# A stage process that opens its run, says so, and then waits to be killed or terminated.
+WAITING_STAGE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import yaml
+    from rnas.tracking import TrackingConfig, stage_run
+
+    root = Path(sys.argv[1])
+    with stage_run(sys.argv[2], TrackingConfig(), root, yaml.safe_load((root / "params.yaml").read_text())) as run:
+        print(run.run_id, flush=True)
+        time.sleep(120)
+""")
+
+
+def start_waiting_stage(root: Path, stage: str) -> tuple[subprocess.Popen, str]:
+    process = run_python(WAITING_STAGE, str(root), stage, cwd=root)
+    run_id = process.stdout.readline().strip()
+    assert run_id, process.stderr.read()
+    return process, run_id
+
+
+def test_sigterm_and_ctrl_c_end_the_stage_run_and_its_parent_as_killed(tmp_path):
+    import signal
+
+    from mlflow import MlflowClient
+
+    git_repo_with_params(tmp_path, "seed: 0\n")
+    process, run_id = start_waiting_stage(tmp_path, "retrain")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags[END_REASON_TAG] == "retrain: SIGTERM"
+    assert client.get_run(run.data.tags[PARENT_RUN_TAG]).info.status == "KILLED"
+
+    with pytest.raises(KeyboardInterrupt):
+        with stage_run("retrain", TrackingConfig(), tmp_path, {"seed": 0}) as interrupted:
+            raise KeyboardInterrupt
+    run = client.get_run(interrupted.run_id)
+    assert run.info.status == "KILLED" and run.data.tags[END_REASON_TAG] == "retrain: interrupted (Ctrl-C)"
+
+
+def test_a_starting_stage_marks_runs_of_dead_processes_killed_and_leaves_live_ones(tmp_path):
+    import signal
+
+    from mlflow import MlflowClient
+
+    git_repo_with_params(tmp_path, "seed: 0\n")
+    process, killed_id = start_waiting_stage(tmp_path, "warmup")
+    process.send_signal(signal.SIGKILL)  # no chance to close its run
+    process.wait(timeout=60)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(killed_id).info.status == "RUNNING"
+    parent_id = client.get_run(killed_id).data.tags[PARENT_RUN_TAG]
+
+    alive, alive_id = start_waiting_stage(tmp_path, "embed")  # starting, it closes the dead run
+    try:
+        killed = client.get_run(killed_id)
+        assert killed.info.status == "KILLED"
+        assert killed.data.tags[END_REASON_TAG].startswith(f"process {process.pid} on ")
+        assert client.get_run(alive_id).data.tags[PARENT_RUN_TAG] == parent_id
+        (tmp_path / "params.yaml").write_text("seed: 1\n")  # another pipeline run: the check is store-wide
+        with stage_run("prepare", TrackingConfig(), tmp_path, {"seed": 1}) as other:
+            pass
+        assert other.parent_id != parent_id
+        assert client.get_run(alive_id).info.status == "RUNNING", "a live process's run was closed"
+        assert client.get_run(parent_id).info.status == "RUNNING"
+    finally:
+        alive.send_signal(signal.SIGTERM)
+        alive.wait(timeout=60)
+    assert client.get_run(alive_id).info.status == "KILLED"
+
+    process, parent_killed_id = start_waiting_stage(tmp_path, "sample")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    with stage_run("prepare", TrackingConfig(), tmp_path, {"seed": 2}):
+        pass
+    parent = client.get_run(client.get_run(parent_killed_id).data.tags[PARENT_RUN_TAG])
+    assert parent.info.status == "KILLED" and "sample: its process ended" in parent.data.tags[END_REASON_TAG]
+
+
+def test_a_run_whose_pid_now_belongs_to_a_younger_process_counts_as_dead():
+    import socket
+
+    from rnas import tracking
+
+    mine = tracking._process_tags()
+    assert tracking._owner_alive(mine)
+    assert not tracking._owner_alive({**mine, tracking.PID_START_TAG: str(int(mine[tracking.PID_START_TAG]) - 1)})
+    assert tracking._owner_alive({**mine, tracking.HOST_TAG: socket.gethostname() + "-elsewhere", "rnas.pid": "1"})

@@ -129,6 +129,21 @@ def test_progress_lines_and_eta():
                         "elapsed 1m02s  ETA 7m14s")
 
 
+def test_progress_of_part_of_a_longer_schedule_counts_its_own_epochs():
+    """warmup trains 20 of a 30-epoch supernet schedule: `epoch 1/20`, not `epoch 1/30`."""
+    clock, stream = FakeClock(), io.StringIO()
+    for first, stop in ((0, 20), (20, 25), (25, 30)):
+        progress = Progress("supernet", first, stop, 30, stream=stream, clock=clock)
+        progress.begin_epoch(first)
+        progress.end_epoch(1.0, 0.5, 100.0)
+    full = Progress("supernet", 0, 30, 30, stream=stream, clock=clock)
+    full.begin_epoch(0)
+    full.end_epoch(1.0, 0.5, 100.0)
+    assert [line.split("  ")[0] for line in stream.getvalue().splitlines()] == [
+        "[supernet] epoch 1/20 (schedule 1/30)", "[supernet] epoch 1/5 (schedule 21/30)",
+        "[supernet] epoch 1/5 (schedule 26/30)", "[supernet] epoch 1/30"]
+
+
 def test_count_progress_writes_at_intervals_and_at_the_end():
     clock, stream = FakeClock(), io.StringIO()
     progress = CountProgress("round 2", "scored", 100, "architectures", interval_s=30, stream=stream, clock=clock)
@@ -254,7 +269,7 @@ def test_supernet_progress_lines(capsys):
     trainer.train_epochs(ARCHS, 2, ImageBatches(brightness_split(), 16, CPU, shuffle=True), label="warmup")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
-    assert re.fullmatch(r"\[warmup\] epoch 2/4  loss \d\.\d{3}  acc \d+\.\d%  \d+ img/s  elapsed \d+s  ETA \d+s",
+    assert re.fullmatch(r"\[warmup\] epoch 2/2 \(schedule 2/4\)  loss \d\.\d{3}  acc \d+\.\d%  \d+ img/s  elapsed \d+s  ETA \d+s",
                         lines[1]), lines[1]
 
 
@@ -316,13 +331,32 @@ def test_child_resumes_after_interruption(tmp_path):
     assert_same_state(resumed, straight)
 
 
+@pytest.mark.parametrize("content", [b"not a checkpoint", "no fingerprint"])
+def test_child_unreadable_checkpoint_is_set_aside_not_loaded(tmp_path, capsys, content):
+    cfg = child_cfg(epochs=2)
+    if content == "no fingerprint":  # a real checkpoint of an older format
+        run_child(tmp_path, cfg, fingerprint="run-a")
+        state = torch.load(tmp_path / "child.pt", weights_only=True)
+        del state["fingerprint"]
+        torch.save(state, tmp_path / "child.pt")
+    else:
+        (tmp_path / "child.pt").write_bytes(content)
+    capsys.readouterr()
+    epochs_seen = []
+    run_child(tmp_path, cfg, fingerprint="run-a", on_epoch=lambda r: epochs_seen.append(r["epoch"]))
+    assert epochs_seen == [1, 2]
+    assert "child.pt is unreadable: set aside as child.pt.unreadable" in capsys.readouterr().err
+    assert (tmp_path / "child.pt.unreadable").is_file()
+
+
 def test_child_changed_fingerprint_starts_over(tmp_path, capsys):
     cfg = child_cfg(epochs=2)
     run_child(tmp_path, cfg, fingerprint="run-a")
     epochs_seen = []
     _, history = run_child(tmp_path, cfg, fingerprint="run-b", on_epoch=lambda r: epochs_seen.append(r["epoch"]))
     assert epochs_seen == [1, 2] and [r["epoch"] for r in history] == [1, 2]
-    assert "belongs to another run: starting over" in capsys.readouterr().err
+    assert "child.pt is stale: set aside as child.pt.stale" in capsys.readouterr().err
+    assert (tmp_path / "child.pt.stale").is_file()
     # the same fingerprint again: nothing left to train
     _, again = run_child(tmp_path, cfg, fingerprint="run-b", on_epoch=lambda r: epochs_seen.append(r["epoch"]))
     assert epochs_seen == [1, 2] and again == history

@@ -23,6 +23,7 @@ import json
 import math
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Literal
@@ -34,6 +35,7 @@ from PIL import Image
 from rnas.artifacts import atomic_dir, write_json
 from rnas.config import require, to_dict
 from rnas.data.images import SPLITS, class_balanced_order
+from rnas.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
@@ -91,6 +93,10 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path, progress: Progress | N
     cfg.check()
     progress = progress or (lambda message: None)
     source = _open_source(cfg, key, progress)
+    if len(source.classes) < 2:
+        where = f"{key}.root: {cfg.root}" if cfg.root else f"{key}.dataset: {cfg.dataset}"
+        raise DataError(f"{where}: {len(source.classes)} class ({', '.join(source.classes)}); "
+                        "classification needs at least 2")
     selection = _select(source, cfg, key, progress)
     splits = {}
     for split, (from_split, rows) in selection.items():
@@ -160,7 +166,7 @@ def _select(source: _Source, cfg: DataConfig, key: str,
     for split, (_, rows) in selection.items():
         if len(rows) == 0:
             where = f"{key}.root: {cfg.root}" if cfg.root else f"{key}.dataset: {cfg.dataset}"
-            raise ValueError(f"{where}: the {split} split is empty (train has {len(train_labels)} images; "
+            raise DataError(f"{where}: the {split} split is empty (train has {len(train_labels)} images; "
                              f"see {key}.valid_fraction, {key}.test_fraction, {key}.max_train)")
     return selection
 
@@ -226,7 +232,10 @@ def _cifar10_source(root: Path, download: bool, key: str, progress: Progress) ->
     for name in CIFAR_FILES:
         raw = (folder / name).read_bytes()
         sha.update(name.encode() + raw)
-        batches[name] = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        try:
+            batches[name] = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+            raise DataError(f"{key}.root: {folder / name} is not a CIFAR-10 batch file ({e})") from None
 
     def stack(names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         images = np.concatenate([batches[n][b"data"] for n in names]).reshape(-1, 3, 32, 32)
@@ -280,11 +289,11 @@ def _imagefolder_source(root: Path, where: str, progress: Progress) -> _Source:
     if root.is_dir():
         listing = _list_folder(root)
     elif root.name.endswith((".tar.gz", ".tgz")):
-        listing = _read_tar_gz(root)
+        listing = _read_tar_gz(root, where)
     else:
-        raise ValueError(f"{where} is neither a folder nor a .tar.gz")
+        raise DataError(f"{where} is neither a folder nor a .tar.gz")
     if not listing.files:
-        raise ValueError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise DataError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     progress(f"found {len(listing.files)} images in {root}")
     folder = _parse_layout(listing, where)
     return _Source(classes=folder.classes, labels=folder.labels,
@@ -309,16 +318,12 @@ def _list_folder(root: Path) -> _Listing:
                     {"kind": "folder listing (paths and sizes)", "path": str(root), "sha256": listing.hexdigest()})
 
 
-def _read_tar_gz(path: Path) -> _Listing:
+def _read_tar_gz(path: Path, where: str) -> _Listing:
     """Stream the archive once (no extraction to disk): every image's bytes."""
-    files, top_folders = [], set()
-    with tarfile.open(path, "r|gz") as archive:
-        for member in archive:
-            name = PurePosixPath(member.name.removeprefix("./"))
-            if member.isdir() or len(name.parts) > 1:
-                top_folders.add(name.parts[0])
-            if member.isfile() and _is_image(name):
-                files.append(_ImageFile(str(name), archive.extractfile(member).read()))
+    try:
+        files, top_folders = _tar_members(path, where)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # not gzip, truncated, corrupt
+        raise DataError(f"{where} is not a readable .tar.gz ({e})") from None
     files.sort(key=lambda f: f.path)
     sha = hashlib.sha256()
     with open(path, "rb") as f:
@@ -327,36 +332,51 @@ def _read_tar_gz(path: Path) -> _Listing:
     return _Listing(files, top_folders, {"kind": "tar.gz file", "path": str(path), "sha256": sha.hexdigest()})
 
 
+def _tar_members(path: Path, where: str) -> tuple[list[_ImageFile], set[str]]:
+    files, top_folders = [], set()
+    with tarfile.open(path, "r|gz") as archive:
+        for member in archive:
+            name = PurePosixPath(member.name.removeprefix("./"))
+            if name.is_absolute() or ".." in name.parts:  # never written to disk, but a sign of a bad archive
+                raise DataError(f"{where}: refusing member {member.name!r} (an absolute path or one "
+                                "leaving the archive)")
+            if member.isdir() or len(name.parts) > 1:
+                top_folders.add(name.parts[0])
+            if member.isfile() and _is_image(name):
+                files.append(_ImageFile(str(name), archive.extractfile(member).read()))
+    return files, top_folders
+
+
 def _parse_layout(listing: _Listing, where: str) -> _ImageFolder:
     """Group files by split and class: ``<split>/<class>/<image>`` or ``<class>/<image>``."""
     files = listing.files
     depths = {len(PurePosixPath(f.path).parts) for f in files}
     if depths not in ({2}, {3}):
         example = next(f.path for f in files if len(PurePosixPath(f.path).parts) not in (2, 3))
-        raise ValueError(f"{where}: expected <split>/<class>/<image> or <class>/<image> "
+        raise DataError(f"{where}: expected <split>/<class>/<image> or <class>/<image> "
                          f"(all at one depth), found {example}")
     by_split: dict[str, list[tuple[str, _ImageFile]]] = {}
     for f in files:
         parts = PurePosixPath(f.path).parts
         split_folder, cls = (parts[0], parts[1]) if len(parts) == 3 else ("train", parts[0])
         if split_folder not in SPLIT_FOLDERS:
-            raise ValueError(f"{where}: unknown split folder {split_folder!r} "
+            raise DataError(f"{where}: unknown split folder {split_folder!r} "
                              f"(expected {', '.join(SPLIT_FOLDERS)})")
         by_split.setdefault(SPLIT_FOLDERS[split_folder], []).append((cls, f))
     if depths == {3}:
         empty = sorted(name for name in listing.top_folders & set(SPLIT_FOLDERS)
                        if SPLIT_FOLDERS[name] not in by_split)
         if empty:
-            raise ValueError(f"{where}: the split folder {empty[0]!r} has no images")
+            raise DataError(f"{where}: the split folder {empty[0]!r} has no images")
     if "train" not in by_split:
-        raise ValueError(f"{where}: has no train split (found {', '.join(sorted(by_split))})")
+        raise DataError(f"{where}: has no train split (found {', '.join(sorted(by_split))})")
     classes = sorted({cls for cls, _ in by_split["train"]})
     index = {cls: i for i, cls in enumerate(classes)}
     folder = _ImageFolder(classes)
     for split, entries in by_split.items():
         unknown = sorted({cls for cls, _ in entries} - set(classes))
         if unknown:
-            raise ValueError(f"{where}: class {unknown[0]!r} is in the {split} split but not in train")
+            raise DataError(f"{where}: class {unknown[0]!r} is in the {split} split but not in train")
         folder.files[split] = [f for _, f in entries]
         folder.labels[split] = torch.tensor([index[cls] for cls, _ in entries], dtype=torch.long)
     return folder
@@ -368,8 +388,8 @@ def _decode(file: _ImageFile, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
-    except OSError as e:
-        raise ValueError(f"{where}: cannot decode {file.path} ({e})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # what PIL raises for bad files
+        raise DataError(f"{where}: cannot decode {file.path} ({e})") from None
 
 
 def _decode_all(files: list[_ImageFile], reference: _ImageFile, where: str) -> torch.Tensor:
@@ -382,7 +402,7 @@ def _decode_all(files: list[_ImageFile], reference: _ImageFile, where: str) -> t
     for i, file in enumerate(files):
         image = _decode(file, where)
         if image.shape != shape:
-            raise ValueError(f"{where}: {file.path} is {image.shape[1]}x{image.shape[0]} pixels, "
+            raise DataError(f"{where}: {file.path} is {image.shape[1]}x{image.shape[0]} pixels, "
                              f"{reference.path} is {shape[1]}x{shape[0]}; all images must have one size")
         out[i] = image
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

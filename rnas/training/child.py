@@ -2,7 +2,8 @@
 
 The checkpoint carries the caller's run fingerprint: an interrupted run with the same
 fingerprint continues at the next epoch and ends with the weights an uninterrupted run would
-have; a checkpoint with another fingerprint is ignored and training starts over.
+have; a checkpoint with another fingerprint, or one that does not load, is set aside (renamed)
+and training starts over.
 """
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnas.artifacts import load_checkpoint, save_checkpoint
+from rnas.artifacts import resumable_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit
 from rnas.device import autocast, memory_format, use_channels_last
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
-from rnas.training.step import ClassifierTrainConfig, batch_totals, optimizer_step
+from rnas.training.step import ClassifierTrainConfig, DivergenceGuard, batch_totals, optimizer_step
 
 EpochCallback = Callable[[dict[str, Any]], None]
+CHECKPOINT_KEYS = ("epoch", "history", "model", "optimizer", "scheduler", "cpu_rng", "cuda_rng")
 
 
 @dataclass
@@ -97,6 +99,7 @@ class _ChildRun:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs,
                                                                     eta_min=cfg.lr_min)
         self.history: list[dict[str, Any]] = []
+        self.divergence = DivergenceGuard(device)
 
     def train_epoch(self, batches: ImageBatches, progress: Progress | None) -> dict[str, float]:
         self.model.train()
@@ -119,6 +122,7 @@ class _ChildRun:
             loss = F.cross_entropy(logits, y)
             total = loss if aux_logits is None else loss + self.cfg.auxiliary_weight * F.cross_entropy(aux_logits, y)
         optimizer_step(self.model, self.optimizer, total, self.dist, self.cfg.grad_clip)
+        self.divergence.step(total)
         return batch_totals(loss, logits, y)
 
     def checkpoint(self, fingerprint: str) -> dict[str, Any]:
@@ -129,12 +133,8 @@ class _ChildRun:
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
 
     def resume(self, path: str | os.PathLike, fingerprint: str) -> None:
-        if not os.path.exists(path):
-            return
-        state = load_checkpoint(path)
-        if state["fingerprint"] != fingerprint:
-            if self.dist.is_main:
-                print(f"[train] checkpoint {path} belongs to another run: starting over", file=sys.stderr)
+        state = resumable_checkpoint(path, fingerprint, CHECKPOINT_KEYS, main=self.dist.is_main)
+        if state is None:
             return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -170,6 +170,7 @@ def train_child(model: nn.Module, cfg: ChildTrainConfig, train: ImageBatches, va
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"],
                                   "drop_path_prob": run.model.drop_path_prob}
         record.update(run.train_epoch(train, progress))
+        run.divergence.check(epoch + 1, record["lr"], last=epoch + 1 == cfg.epochs)
         if valid is not None:
             metrics = evaluate_classifier(run.forward, valid, dist, cfg.mixed_precision)
             record.update(valid_loss=metrics["loss"], valid_accuracy=metrics["accuracy"])

@@ -15,6 +15,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+#: where the ranks meet (an ``init_method`` URL); the pipeline's own launcher sets a ``file://`` store.
+#: Unset (under torchrun), the ranks meet at torchrun's MASTER_ADDR:MASTER_PORT (``env://``).
+RENDEZVOUS_ENV = "RNAS_RENDEZVOUS"
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -26,7 +30,8 @@ class DistributedContext:
 
     @classmethod
     def from_env(cls, device: torch.device) -> "DistributedContext":
-        """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group.
+        """Read RANK / WORLD_SIZE / LOCAL_RANK (set by the pipeline's launcher, or torchrun) and join
+        the process group.
 
         NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on CPU. Without torchrun
         (no WORLD_SIZE, or WORLD_SIZE=1) nothing is initialised.
@@ -42,8 +47,8 @@ class DistributedContext:
         else:
             backend = "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                    device_id=device if device.type == "cuda" else None)
+            dist.init_process_group(backend, init_method=os.environ.get(RENDEZVOUS_ENV, "env://"), rank=rank,
+                                    world_size=world_size, device_id=device if device.type == "cuda" else None)
         return cls(rank, world_size, local_rank, device)
 
     @property

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnas.artifacts import load_checkpoint, save_checkpoint
+from rnas.artifacts import load_checkpoint, resumable_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.text import batchify, get_batch
 from rnas.spaces.base import Arch
 from rnas.training.progress import CountProgress, Progress
+from rnas.training.step import DivergenceGuard
 
 EpochCallback = Callable[[dict[str, Any]], None]
 #: ``(tokens, hidden) -> (logits, hidden)``
@@ -186,6 +187,7 @@ class LMSupernetTrainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch = 0
         self.rng = random.Random(seed)  # samples the path of every step
+        self.divergence = DivergenceGuard(device)
 
     # --- data ---------------------------------------------------------------------------
     def train_data(self, ids: Tensor) -> Tensor:
@@ -211,8 +213,9 @@ class LMSupernetTrainer:
                              f"the {self.total_epochs} epochs this trainer was made for")
         progress = Progress(label, self.epoch, self.epoch + n_epochs, self.total_epochs, unit="tok")
         history = []
-        for _ in range(n_epochs):
+        for i in range(n_epochs):
             record = self._train_epoch(archs, data, progress)
+            self.divergence.check(record["epoch"], record["lr"], last=i + 1 == n_epochs)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
@@ -251,6 +254,7 @@ class LMSupernetTrainer:
         nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         totals.add(loss, logits, targets)
+        self.divergence.step(loss)
         return hidden
 
     # --- scoring ------------------------------------------------------------------------
@@ -291,7 +295,8 @@ class LMSupernetTrainer:
         save_checkpoint(path, self.state_dict())
 
     def load(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(load_checkpoint(path, keys=("model", "optimizer", "epoch", "total_epochs", "rng",
+                                                         "cpu_rng", "cuda_rng")))
 
 
 # --- the final model --------------------------------------------------------------------------
@@ -330,6 +335,7 @@ class _LMRun:
         self.optimizer: torch.optim.Optimizer = self._sgd()
         self.valid_losses: list[float] = []
         self.history: list[dict[str, Any]] = []
+        self.divergence = DivergenceGuard(device)
 
     @property
     def averaging(self) -> bool:
@@ -376,6 +382,7 @@ class _LMRun:
         self.optimizer.step()
         self.optimizer.param_groups[0]["lr"] = self.cfg.lr
         totals.add(loss, logits, targets)
+        self.divergence.step(loss)
         return hidden
 
     def validate(self, valid_ids: Tensor) -> float:
@@ -398,11 +405,9 @@ class _LMRun:
                 **_rng_state(self.device)}
 
     def resume(self, path: str | os.PathLike, fingerprint: str) -> None:
-        if not os.path.exists(path):
-            return
-        state = load_checkpoint(path)
-        if state["fingerprint"] != fingerprint:
-            print(f"[train] checkpoint {path} belongs to another run: starting over", file=sys.stderr)
+        state = resumable_checkpoint(path, fingerprint, ("epoch", "history", "model", "averaging", "optimizer",
+                                                         "valid_losses", "cpu_rng", "cuda_rng"))
+        if state is None:
             return
         self.model.load_state_dict(state["model"])
         self.optimizer = self._asgd() if state["averaging"] else self._sgd()
@@ -430,7 +435,7 @@ def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor
     Checkpoints after every epoch; ``run_fingerprint`` must change whenever anything that shapes
     the run does (architecture, configs, data, seed). An interrupted run with the same fingerprint
     resumes after its last finished epoch and ends as an uninterrupted one; a checkpoint with
-    another fingerprint is ignored. Returns every epoch's record, a resumed run's earlier ones
+    another fingerprint, or an unreadable one, is set aside. Returns every epoch's record, a resumed run's earlier ones
     included; ``on_epoch`` gets each new record after its checkpoint is written. Once averaging
     has started, the model ends holding the averaged weights.
     """
@@ -443,6 +448,7 @@ def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": cfg.lr,
                                   "optimizer": "asgd" if run.averaging else "sgd"}
         record.update(run.train_epoch(data, progress))
+        run.divergence.check(epoch + 1, cfg.lr, last=epoch + 1 == cfg.epochs)
         valid_loss = run.validate(valid_ids)
         record.update(valid_loss=valid_loss, valid_ppl=perplexity(valid_loss))
         run.history.append(record)

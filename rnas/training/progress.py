@@ -22,8 +22,11 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Tracks the epochs ``first_epoch .. stop_epoch - 1`` (0-based) of one call.
 
-    Epochs are shown 1-based out of ``total_epochs`` (default ``stop_epoch``), so a run that
-    continues a schedule started elsewhere reads ``epoch 31/150``; the ETA covers this call only.
+    Epochs are shown 1-based out of ``stop_epoch``, so a run resumed after epoch 30 reads
+    ``epoch 31/150``. When the call trains part of a longer learning-rate schedule that others
+    continue (``total_epochs``: warmup, then the search rounds, on one supernet schedule), the
+    line counts this call's epochs and gives the place in the schedule:
+    ``[warmup] epoch 3/20 (schedule 3/30)``. The ETA covers this call only.
     """
 
     def __init__(self, label: str, first_epoch: int, stop_epoch: int, total_epochs: int | None = None, *,
@@ -32,6 +35,7 @@ class Progress:
         self.label, self.unit = label, unit
         self.first_epoch, self.stop_epoch = first_epoch, stop_epoch
         self.total_epochs = total_epochs if total_epochs is not None else stop_epoch
+        self.part_of_schedule = total_epochs is not None and (first_epoch, stop_epoch) != (0, total_epochs)
         self.interval_s = interval_s
         self.stream = stream
         self.clock = clock
@@ -62,11 +66,18 @@ class Progress:
         done = self.epoch - self.first_epoch + epoch_fraction
         remaining = self.stop_epoch - self.first_epoch - done
         eta = format_duration(elapsed / done * remaining) if done > 0 else "?"
-        parts = [f"[{self.label}] epoch {self.epoch + 1}/{self.total_epochs}", where,
+        parts = [f"[{self.label}] {self._position()}", where,
                  f"loss {loss:.3f}", f"acc {accuracy:.1%}", f"{images_per_s:.0f} {self.unit}/s", note,
                  f"elapsed {format_duration(elapsed)}", f"ETA {eta}"]
         stream = self.stream if self.stream is not None else sys.stderr
         print("  ".join(p for p in parts if p), file=stream, flush=True)
+
+
+    def _position(self) -> str:
+        if not self.part_of_schedule:
+            return f"epoch {self.epoch + 1}/{self.total_epochs}"
+        return (f"epoch {self.epoch - self.first_epoch + 1}/{self.stop_epoch - self.first_epoch} "
+                f"(schedule {self.epoch + 1}/{self.total_epochs})")
 
 
 class CountProgress:

@@ -1,4 +1,5 @@
-"""What both classifier trainers share: their SGD settings, optimizer step and per-batch totals."""
+"""What both classifier trainers share: their SGD settings, optimizer step, per-batch totals, and
+the guard that stops a run whose loss is no longer finite."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 from rnas.config import require
+from rnas.errors import ConfigError
 from rnas.data.images import AugmentConfig
 from rnas.training.distributed import DistributedContext
 
@@ -54,3 +56,25 @@ def batch_totals(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor)
     n = float(len(labels))
     correct = (logits.argmax(1) == labels).sum().float()
     return torch.stack([loss.detach().float() * n, correct, torch.full_like(correct, n)])
+
+
+#: consecutive steps of non-finite loss that stop a run: one overflow may pass, a run of them does not
+DIVERGED_AFTER_STEPS = 20
+
+
+class DivergenceGuard:
+    """Counts the consecutive steps whose loss is not finite, on the device (read once per epoch)."""
+
+    def __init__(self, device: torch.device):
+        self.streak = torch.zeros((), dtype=torch.long, device=device)
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.streak = torch.where(torch.isfinite(loss.detach()), torch.zeros_like(self.streak), self.streak + 1)
+
+    def check(self, epoch: int, lr: float, last: bool) -> None:
+        """After ``epoch`` (1-based), trained at ``lr``: stop after too many non-finite steps in a row,
+        or any at all at the end of training (``last``), where the weights are what is kept."""
+        streak = int(self.streak)
+        if streak >= DIVERGED_AFTER_STEPS or (last and streak):
+            raise ConfigError(f"training diverged: the loss was not finite for the last {streak} steps of "
+                              f"epoch {epoch} (lr {lr:g}); lower the learning rate")

@@ -24,7 +24,8 @@ from rnas.device import autocast, memory_format, use_channels_last
 from rnas.spaces.base import Arch, SearchSpace
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import CountProgress, Progress
-from rnas.training.step import ClassifierTrainConfig, apply_gradients, batch_totals, optimizer_step
+from rnas.training.step import (ClassifierTrainConfig, DivergenceGuard, apply_gradients, batch_totals,
+                              optimizer_step)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -93,6 +94,7 @@ class SupernetTrainer:
         self.epoch = 0
         # Samples the path of every step; seeded identically on every rank so all ranks agree.
         self.rng = random.Random(seed)
+        self.divergence = DivergenceGuard(device)
 
     # --- data ---------------------------------------------------------------------------
     def train_batches(self, split: ImageSplit, seed: int) -> ImageBatches:
@@ -124,8 +126,9 @@ class SupernetTrainer:
         progress = (Progress(label, self.epoch, self.epoch + n_epochs, self.total_epochs)
                     if self.dist.is_main else None)
         history = []
-        for _ in range(n_epochs):
+        for i in range(n_epochs):
             record = self._train_epoch(archs, batches, progress)
+            self.divergence.check(record["epoch"], record["lr"], last=i + 1 == n_epochs)
             history.append(record)
             if on_epoch is not None and self.dist.is_main:
                 on_epoch(record)
@@ -165,6 +168,7 @@ class SupernetTrainer:
             logits = self.model(x, arch)
             loss = F.cross_entropy(logits, y)
         optimizer_step(self.model, self.optimizer, loss, self.dist, self.cfg.grad_clip)
+        self.divergence.step(loss)
         return batch_totals(loss, logits, y)
 
     def _train_fair_step(self, x: torch.Tensor, y: torch.Tensor, paths: list[Arch]) -> torch.Tensor:
@@ -175,6 +179,7 @@ class SupernetTrainer:
                 logits = self.model(x, arch)
                 loss = F.cross_entropy(logits, y)
             loss.backward()
+            self.divergence.step(loss)
             totals += batch_totals(loss, logits, y)
         apply_gradients(self.model, self.optimizer, self.dist, self.cfg.grad_clip)
         return totals / len(paths)
@@ -217,4 +222,5 @@ class SupernetTrainer:
             save_checkpoint(path, self.state_dict())
 
     def load(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(load_checkpoint(path, keys=("model", "optimizer", "scheduler", "epoch", "total_epochs",
+                                                         "rng")))
