@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=3e-4)
     parser.add_argument("--pool-size", type=int, default=100, help="random cells the paths are drawn from")
     parser.add_argument("--path-sampling", choices=("pool", "fair"), default="pool")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="random crop (padding 4) and flip while training")
     parser.add_argument("--eval-batches", type=int, default=2)
     parser.add_argument("--eval-batch-size", type=int, default=500, help="also the batch-norm statistics' batch")
     parser.add_argument("--reference", type=int, default=200, help="reference cells scored against the table")
@@ -79,7 +81,7 @@ def main() -> None:
     model = SupernetNB201(space, SupernetConfig(args.cells_per_stage, args.channels, 1), len(train.classes))
     cfg = SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_max=args.lr_max,
                               lr_min=args.lr_min, weight_decay=args.weight_decay, eval_batches=args.eval_batches,
-                              eval_batch_size=args.eval_batch_size, path_sampling=args.path_sampling, augment=AugmentConfig(crop_padding=4, flip=True))
+                              eval_batch_size=args.eval_batch_size, path_sampling=args.path_sampling, augment=AugmentConfig(crop_padding=4 if args.augment else 0, flip=args.augment))
     cfg.check()
     trainer = SupernetTrainer(model, cfg, device, total_epochs=max(args.epochs, 1), seed=args.seed)
     pool = space.sample_unique(args.pool_size, random.Random(args.seed))
