@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rnas.config import require
 from rnas.controller import Controller
-from rnas.strategies.base import EmbeddingConfig, EmbeddingStrategy
+from rnas.strategies.base import LatentSearchConfig, LatentSearchStrategy
 
 
 @dataclass
@@ -137,7 +137,7 @@ def latent_objective(controller: Controller, shape: tuple[int, ...],
 
 
 @dataclass
-class RNASConfig(EmbeddingConfig):
+class RNASConfig(LatentSearchConfig):
     mras: MRASConfig = field(default_factory=MRASConfig)
     final_samples: int = 299      # M: decoded from the final distribution (besides its mean)
     max_draws: int = 20           # batches of M drawn at most while new architectures are short
@@ -154,7 +154,7 @@ class RNASConfig(EmbeddingConfig):
         require(self.widen >= 1, "widen", "must be >= 1")
 
 
-class RNASStrategy(EmbeddingStrategy):
+class RNASStrategy(LatentSearchStrategy):
     name = "rnas"
     Config = RNASConfig
 
