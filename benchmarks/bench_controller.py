@@ -119,6 +119,7 @@ def mras_weights(controller, space, p, archs, scores, seed) -> dict:
             "ess_min": round(frame.ess.min(), 2), "ess_median": round(frame.ess.median(), 2),
             "ess_max": round(frame.ess.max(), 2), "elites_median": statistics.median(frame.elites),
             "ess_over_elites_median": round(statistics.median(frame.ess / frame.elites), 3),
+            "ess_per_iteration": [round(v, 1) for v in frame.ess], "elites_per_iteration": frame.elites.tolist(),
             "temperature_median": round(frame.temperature.median(), 4),
             "h_start": round(trace[0]["best"], 4), "h_of_mean_end": round(trace[-1]["h_of_mean"], 4),
             "max_sigma_end": round(trace[-1]["max_sigma"], 4), "mras_seconds": round(time.perf_counter() - start, 2)}

@@ -287,3 +287,21 @@ def test_a_variant_label_runs_its_strategy_with_its_own_options_on_top(table, tm
     assert plain.queries != big.queries                  # children from the 5th, not from the 20th on
     with pytest.raises(Exception, match="unknown strategy 'nope-x'"):
         benchmark.BenchmarkConfig(table=config.table, budget=config.budget, strategies=["nope-x"], seeds=1).check()
+
+
+def test_outputs_of_disjoint_seed_ranges_merge_into_those_of_one_command(table, tmp_path, monkeypatch):
+    from benchmarks.nb201 import merge
+    for name, extra in [("a", ["--seeds", "2"]), ("b", ["--seeds", "3", "--seed-offset", "2"]), ("all", ["--seeds", "5"])]:
+        assert main(["nb201", "--table", str(table), "--select-col", "valid", "--report-col", "test",
+                     "--budget-queries", "15", "--strategies", "random,evolution", "--out", str(tmp_path / name),
+                     *extra]) == 0
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"table": str(table), "p": {"select_col": "valid", "report_col": "test",
+                                                                 "budget_queries": 15}}))
+    monkeypatch.setattr("sys.argv", ["merge", str(tmp_path / "b"), str(tmp_path / "a"), "--protocol", "p",
+                                     "--params", str(params), "--out", str(tmp_path / "merged")])
+    assert merge.main() == 0
+    assert (tmp_path / "merged/curves.csv").read_bytes() == (tmp_path / "all/curves.csv").read_bytes()
+    merged, whole = (pd.read_csv(tmp_path / d / "summary.csv") for d in ("merged", "all"))
+    pd.testing.assert_frame_equal(merged.drop(columns="wall_seconds"), whole.drop(columns="wall_seconds"))
+    assert merged.wall_seconds.sum() > 0
