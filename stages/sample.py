@@ -16,7 +16,8 @@ from rnas.pool import ArchPool
 from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy
 
-TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites"]
+TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites",
+                 "ess", "temperature"]
 
 
 def summarise(round_: int, pool: ArchPool) -> dict:

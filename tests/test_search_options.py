@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
 
 import pandas as pd
 import pytest
@@ -124,3 +125,58 @@ def test_seed_offset_on_the_command_line(tmp_path):
     assert parse_args(args + ["--seed-offset", "1000"])[0].seed_offset == 1000
     with pytest.raises(SystemExit):
         parse_args(args + ["--seed-offset", "-1"])
+
+
+def test_predictor_filter_fits_like_the_embedding_strategies_and_proposes_its_top_rated(space):
+    torch.set_num_threads(1)
+    history = [Observation(a, float(sum(a))) for a in space.sample_unique(40, random.Random(2))]
+    options = {"controller": SMALL_CONTROLLER, "train": {"epochs": 30, "lr": 3e-3, "unlabelled": 50},
+               "candidates": 60}
+    predictor = make_strategy("predictor", space, options, seed=0)
+    rnas = make_strategy("rnas", space, {**options, "top_k": 10}, seed=0)
+    predictor.fit(history)
+    rnas.fit(history)
+    assert all(torch.equal(p, q) for p, q in zip(predictor.controller.parameters(), rnas.controller.parameters()))
+    proposed = predictor.generate(history, 8)
+    # the same seed draws the same random candidates: the proposals are their 8 best rated
+    twin = make_strategy("predictor", space, options, seed=0)
+    twin.controller.load_state_dict(predictor.controller.state_dict())
+    pool = twin.candidates(history, 60)
+    assert len(pool) == 60 and not set(pool) & {o.arch for o in history}
+    controller = predictor.controller
+    with torch.no_grad():
+        rated = controller.predict(controller.encode(controller.tokens(pool))).tolist()
+    top = sorted(range(60), key=lambda i: -rated[i])[:8]
+    assert proposed == [pool[i] for i in top]
+    # the predictor learned the objective: what it picks beats what it was offered
+    assert statistics.mean(map(sum, proposed)) > statistics.mean(map(sum, pool)) + 1
+
+
+def test_predictor_filter_needs_candidates():
+    with pytest.raises(ConfigError, match="candidates"):
+        make_strategy("predictor", get_space("nb201"), {"candidates": 0})
+
+
+def test_local_search_proposes_unseen_neighbours_of_the_best_then_of_the_next_best(space):
+    best, second = (0, 0, 0, 0, 0, 0), (4, 4, 4, 4, 4, 0)
+    neighbours_of_best = {best[:p] + (v,) + best[p + 1:] for p in range(6) for v in range(1, 5)}
+    history = [Observation(second, 1.0), Observation(best, 2.0)]
+    local = make_strategy("local", space, {}, seed=0)
+    first = local.propose(history, 10)
+    assert len(first) == 10 and set(first) <= neighbours_of_best
+    # all 24 neighbours of the best observed (and worse): it moves on to the next best
+    history += [Observation(a, 0.0) for a in neighbours_of_best]
+    after = local.propose(history, 30)
+    next_door = {second[:p] + (v,) + second[p + 1:] for p in range(6) for v in range(5) if v != second[p]}
+    assert set(after[:24]) == next_door - {o.arch for o in history}
+    assert len(after) == 30 and len(set(after)) == 30
+    assert not set(after) & {o.arch for o in history}
+
+
+def test_local_search_starts_random_and_climbs_a_linear_table(tmp_path):
+    table = linear_table(tmp_path / "table.csv")   # select = sum of the 6 ops: one peak, (4,) * 6
+    results = run_benchmark(BenchmarkConfig(table=table, budget=Budget(queries=100),
+                                            strategies=["local", "random"], seeds=3))
+    local, rand = results[:3], results[3:]
+    assert [r.final_report for r in local] == [24.5] * 3
+    assert max(r.final_report for r in rand) < 24.5

@@ -103,7 +103,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("strategy", choices=["rnas", "nao"])
+    parser.add_argument("strategy", choices=["rnas", "nao", "predictor"])
     parser.add_argument("--protocol", default="paper", help="a protocol block of the config (paper, queries100)")
     parser.add_argument("--config", default="benchmarks/nb201/params.yaml")
     parser.add_argument("--strategy-options", help="JSON options; replace the config's options for the strategy")

@@ -42,27 +42,36 @@ class SearchStrategy(ABC):
 
 @dataclass
 class EmbeddingConfig:
-    """Options shared by the strategies that search in the controller's latent space."""
+    """Options shared by the strategies that fit the controller to what they observed."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     train: ControllerTrainConfig = field(default_factory=ControllerTrainConfig)
-    top_k: int = 100              # moves start from the encodings of the top-k observed
     batch_size: int = 10          # architectures proposed per call in a query-by-query search
     initial_random: int = 10      # propose random architectures until this many are observed
-    #: 0: propose the first n new architectures the moves decode to (the reference). c > 0:
-    #: decode until max(n, c) new ones are found, propose the n the predictor rates highest
+    #: 0: propose the first n new candidates (for a latent search: the first n its moves decode
+    #: to, the reference). c > 0: find max(n, c) new candidates, propose the n the predictor rates highest
     candidates: int = 0
 
     def check(self):
-        for key in ("top_k", "batch_size", "initial_random"):
+        for key in ("batch_size", "initial_random"):
             require(getattr(self, key) > 0, key, "must be positive")
         require(self.candidates >= 0, "candidates", "must be >= 0")
 
 
-class EmbeddingStrategy(SearchStrategy):
-    """A strategy that fits the controller to what it observed and moves in its latent space.
+@dataclass
+class LatentSearchConfig(EmbeddingConfig):
+    """Options of the strategies that move in the controller's latent space."""
+    top_k: int = 100              # moves start from the encodings of the top-k observed
 
-    Subclasses implement ``moves(latent, n)``: candidate latent points, best first, from the
-    encodings of the top architectures; decoding and deduplication are shared here.
+    def check(self):
+        super().check()
+        require(self.top_k > 0, "top_k", "must be positive")
+
+
+class EmbeddingStrategy(SearchStrategy):
+    """A strategy that fits the controller (encoder - predictor - decoder) to what it observed.
+
+    Subclasses implement ``candidates(history, n)``: up to ``n`` new architectures; with
+    ``config.candidates`` set, the predictor picks the best rated of them.
     """
 
     def __init__(self, space: SearchSpace, config, seed: int = 0):
@@ -70,7 +79,7 @@ class EmbeddingStrategy(SearchStrategy):
         self.controller = build_controller(space, config.controller, seed)
         self.fits = 0
         self.last_fit: dict = {}
-        #: how many of the last call's proposals came from the moves (the rest: random fill)
+        #: how many of the last call's proposals came from the strategy (the rest: random fill)
         self.last_generated = 0
         self.fitted_on: tuple[Observation, ...] | None = None
 
@@ -91,8 +100,8 @@ class EmbeddingStrategy(SearchStrategy):
         self.fitted_on = tuple(history)
 
     def propose(self, history: Sequence[Observation], n: int) -> list[Arch]:
-        """Moves in the embedding once enough is observed; random architectures fill any shortfall
-        (a collapsed search distribution), so a proposal is never empty while the space is not."""
+        """The strategy's candidates once enough is observed; random architectures fill any
+        shortfall (a collapsed search distribution), so a proposal is never empty while the space is not."""
         proposed = []
         if len(history) >= self.config.initial_random:
             if self.fitted_on != tuple(history):
@@ -103,18 +112,34 @@ class EmbeddingStrategy(SearchStrategy):
                                                    exclude=self.seen(history) | set(proposed))
 
     def generate(self, history: Sequence[Observation], n: int) -> list[Arch]:
-        """Up to ``n`` new architectures from the latent neighbourhood of the top ``top_k``: the
-        first ones the moves decode to, or the ``n`` best rated of the first ``candidates``."""
+        """Up to ``n`` new architectures: the first candidates, or the ``n`` best rated of the first
+        ``config.candidates``."""
+        found = self.candidates(history, max(n, self.config.candidates))
+        return found if len(found) <= n else self.best_rated(found, n)
+
+    @torch.no_grad()
+    def best_rated(self, archs: Sequence[Arch], n: int) -> list[Arch]:
+        """The ``n`` of ``archs`` the predictor rates highest (on their encodings), best first."""
+        predicted = self.controller.predict(self.controller.encode(self.controller.tokens(archs)))
+        return [archs[i] for i in predicted.argsort(descending=True)[:n].tolist()]
+
+    @abstractmethod
+    def candidates(self, history: Sequence[Observation], n: int) -> list[Arch]:
+        """Up to ``n`` distinct canonical architectures not in ``history``, most promising first."""
+
+
+class LatentSearchStrategy(EmbeddingStrategy):
+    """Candidates decoded from moves in the latent space, starting at the top ``top_k``'s encodings.
+
+    Subclasses implement ``moves(latent, n)``; decoding and deduplication are shared here.
+    """
+
+    def candidates(self, history: Sequence[Observation], n: int) -> list[Arch]:
+        """The first ``n`` new architectures the moves from the top ``top_k`` decode to."""
         top = sorted(history, key=lambda o: -o.score)[:self.config.top_k]
         with torch.no_grad():
             latent = self.controller.encode(self.controller.tokens([o.arch for o in top]))
-        found = self._decode_new(latent, max(n, self.config.candidates), self.seen(history))
-        if len(found) <= n:
-            return found
-        # rate what was decoded, not the latent point it came from: the two can disagree
-        with torch.no_grad():
-            predicted = self.controller.predict(self.controller.encode(self.controller.tokens(found)))
-        return [found[i] for i in predicted.argsort(descending=True)[:n].tolist()]
+        return self._decode_new(latent, n, self.seen(history))
 
     def _decode_new(self, latent: torch.Tensor, n: int, exclude: set[Arch]) -> list[Arch]:
         """The first ``n`` distinct architectures not in ``exclude`` that the moves decode to."""

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 from rnas.config import require
-from rnas.strategies.base import EmbeddingConfig, EmbeddingStrategy
+from rnas.strategies.base import LatentSearchConfig, LatentSearchStrategy
 
 
 @dataclass
-class NAOConfig(EmbeddingConfig):
+class NAOConfig(LatentSearchConfig):
     step: float = 1.0             # lambda grows by this much per attempt
     max_steps: int = 30
 
@@ -27,7 +27,7 @@ class NAOConfig(EmbeddingConfig):
         require(self.max_steps > 0, "max_steps", "must be positive")
 
 
-class NAOStrategy(EmbeddingStrategy):
+class NAOStrategy(LatentSearchStrategy):
     name = "nao"
     Config = NAOConfig
 
