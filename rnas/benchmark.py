@@ -13,6 +13,10 @@ query whose cost would take the total past ``--budget-seconds`` is not revealed 
 so the total never exceeds the budget. With ``--budget-queries Q`` a run ends after exactly Q
 queries. A run also ends when its strategy has nothing new to propose.
 
+A run label is a strategy name, or ``name-variant`` (e.g. ``rnas-ce``): the strategy ``name``
+with the options of ``name`` overridden by those given for ``name-variant``, so variants of one
+strategy are compared side by side.
+
 A strategy proposes ``batch_size`` architectures per call: the ``batch_size`` field of its
 Config where it declares one, else 1. Run ``(strategy, seed)`` seeds the strategy and torch's
 global RNG with ``seed`` (seeds S..S+N-1, the same for every strategy; S = 0 unless
@@ -21,7 +25,9 @@ another), so the same command gives identical curves.
 
 Writes into ``DIR`` (each file replaced atomically; other files there are left alone; a non-empty
 folder that the command did not make is refused unless ``--force``):
-- ``summary.csv``: strategy, seeds, mean_report, std_report, mean_queries, wall_seconds;
+- ``summary.csv``: strategy, seeds, mean_report, std_report, ci95 (half-width of the 95%
+  t-interval of the mean), best_other (the other strategy with the highest mean), p_vs_best_other
+  (Welch's two-sided t-test of the final reports against it), mean_queries, wall_seconds;
 - ``curves.csv``: one row per strategy, seed and query: the architecture, its select and report
   values, ``spent`` (cost so far) and the run's answer so far (``best_select``, ``best_report``);
 - ``metrics.json``: the summary per strategy, for ``dvc exp show``;
@@ -44,6 +50,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 import torch
 import yaml
+from scipy import stats
 
 from rnas.artifacts import atomic_path, write_json
 from rnas.config import ConfigError, from_dict, require
@@ -105,10 +112,21 @@ class BenchmarkConfig:
         require(self.budget.seconds is None or self.table.cost_col is not None, "budget.seconds",
                 "a seconds budget needs a cost column")
         known = available_strategies()
-        for name in list(self.strategies) + list(self.strategy_options):
-            require(name in known, "strategies", f"unknown strategy {name!r}; known: {', '.join(known)}")
-        for name, options in self.strategy_options.items():
-            from_dict(strategy_class(name).Config, options, f"strategies.{name}")
+        for label in list(self.strategies) + list(self.strategy_options):
+            require(strategy_name(label) in known, "strategies",
+                    f"unknown strategy {label!r}; known: {', '.join(known)} (or name-variant)")
+        for label in self.strategies:
+            from_dict(strategy_class(strategy_name(label)).Config, self.options(label), f"strategies.{label}")
+
+    def options(self, label: str) -> dict:
+        """The options of a run label: its strategy's, overridden by the label's own (``name-variant``)."""
+        base = self.strategy_options.get(strategy_name(label), {})
+        return _merge(base, self.strategy_options.get(label, {})) if label != strategy_name(label) else base
+
+
+def strategy_name(label: str) -> str:
+    """The strategy a run label runs: ``rnas-ce`` -> ``rnas``."""
+    return label.split("-", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -200,7 +218,7 @@ def run_one(task: RunTask) -> RunResult:
     # strategy drawing from it (dropout, say) gives the same curve whichever process runs it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(task.seed)
-        strategy = make_strategy(task.strategy, oracle.space, task.options, seed=task.seed,
+        strategy = make_strategy(strategy_name(task.strategy), oracle.space, task.options, seed=task.seed,
                                  key=f"strategies.{task.strategy}")
         start = time.perf_counter()
         queries = search(strategy, oracle, task.budget)
@@ -214,7 +232,7 @@ def run_benchmark(config: BenchmarkConfig,
 
     ``on_result(done, total, result)`` is called as each run finishes (in completion order).
     """
-    tasks = [RunTask(config.table, config.budget, name, config.strategy_options.get(name, {}), seed)
+    tasks = [RunTask(config.table, config.budget, name, config.options(name), seed)
              for name in config.strategies
              for seed in range(config.seed_offset, config.seed_offset + config.seeds)]
     results = []
@@ -256,8 +274,10 @@ def curves_frame(results: Sequence[RunResult]) -> pd.DataFrame:
 
 
 def summary_frame(results: Sequence[RunResult]) -> pd.DataFrame:
-    """One row per strategy: the mean and sample std over seeds of the final report, the mean
-    number of queries, and the wall time of its runs summed over seeds (with jobs > 1 they overlap).
+    """One row per strategy: the mean and sample std over seeds of the final report, the 95%
+    confidence interval of the mean (Student t, half-width), Welch's test against the best other
+    strategy, the mean number of queries, and the wall time of its runs summed over seeds (with
+    jobs > 1 they overlap).
     """
     runs = pd.DataFrame({"strategy": [r.strategy for r in results],
                          "report": [r.final_report for r in results],
@@ -265,8 +285,29 @@ def summary_frame(results: Sequence[RunResult]) -> pd.DataFrame:
                          "wall_seconds": [r.wall_seconds for r in results]})
     summary = runs.groupby("strategy", sort=False).agg(
         seeds=("report", "size"), mean_report=("report", "mean"), std_report=("report", "std"),
-        mean_queries=("queries", "mean"), wall_seconds=("wall_seconds", "sum"))
-    return summary.reset_index()
+        mean_queries=("queries", "mean"), wall_seconds=("wall_seconds", "sum")).reset_index()
+    summary.insert(4, "ci95", stats.t.ppf(0.975, summary.seeds - 1) * summary.std_report / summary.seeds ** 0.5)
+    reports = {name: group.report.to_numpy() for name, group in runs.groupby("strategy", sort=False)}
+    best_other, p_values = [], []
+    for name in summary.strategy:
+        others = summary[summary.strategy != name]
+        if others.empty:
+            best_other.append(None)
+            p_values.append(math.nan)
+            continue
+        rival = others.strategy[others.mean_report.idxmax()]
+        best_other.append(rival)
+        p_values.append(welch_p(reports[name], reports[rival]))
+    summary.insert(5, "best_other", best_other)
+    summary.insert(6, "p_vs_best_other", p_values)
+    return summary
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances); NaN with fewer than 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def band_frame(curves: pd.DataFrame) -> pd.DataFrame:
@@ -319,7 +360,7 @@ def check_output_folder(out: Path, force: bool) -> None:
 
 def _metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     """The summary as {strategy: {column: value}}, NaN (a single seed's std) as null: JSON has no NaN."""
-    table = summary.set_index("strategy").drop(columns="seeds")
+    table = summary.set_index("strategy").drop(columns=["seeds", "best_other"])
     return {name: {k: None if math.isnan(v) else float(v) for k, v in row.items()}
             for name, row in table.to_dict(orient="index").items()}
 
@@ -335,7 +376,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-seconds", type=float, help="total cost per run")
     budget.add_argument("--budget-queries", type=int, help="queries per run")
-    parser.add_argument("--strategies", required=True, help="comma-separated strategy names")
+    parser.add_argument("--strategies", required=True,
+                        help="comma-separated run labels: strategy names, or name-variant (options of their own)")
     parser.add_argument("--seeds", type=int, required=True, help="runs per strategy (seeds S..S+N-1)")
     parser.add_argument("--seed-offset", type=int, default=0, help="S, the first seed (default 0)")
     parser.add_argument("--out", required=True, help="output folder (this command's files in it are replaced)")
@@ -415,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_folder(out, force)
         results = run_benchmark(config, _progress_printer(start))
         summary = write_outputs(results, config, out, oracle.best_report)
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.2f}"), file=sys.stderr)
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.2f}",
+                                formatters={"p_vs_best_other": lambda v: f"{v:.2g}"}), file=sys.stderr)
         print(f"total {format_duration(time.perf_counter() - start)}; wrote {out}", file=sys.stderr)
 
     return run_command(benchmark)

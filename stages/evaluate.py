@@ -32,6 +32,9 @@ def draw_plots(ctx, out, card):
                 "predicted target", xlabel="MRAS iteration (all rounds)", secondary=["max_sigma"],
                 secondary_label="largest sampling std", integer_x=True,
                 empty_note=f"no MRAS trace: search.strategy={ctx.params.search.strategy} does not run MRAS")
+    plot_curves(trace, "step", ["elites", "ess"], out / "mras_ess.png", "MRAS elite weights",
+                "samples", xlabel="MRAS iteration (all rounds)", integer_x=True,
+                empty_note=f"no MRAS trace: search.strategy={ctx.params.search.strategy} does not run MRAS")
     holdout = pd.read_csv(ARTIFACTS / "embed/holdout.csv")
     plot_scatter(holdout["measured"], holdout["predicted_score"], out / "predictor_scatter.png",
                  f"{objective.score_label} (measured)", "predicted by the predictor",

@@ -21,7 +21,8 @@ from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy
 from rnas.truth import reference_cells
 
-TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites"]
+TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites",
+                 "ess", "temperature"]
 
 
 def summarise(round_: int, pool: ArchPool) -> dict:

@@ -174,8 +174,8 @@ def test_command_writes_every_output(table, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [".rnas-benchmark", "curves.csv", "curves.png", "metrics.json",
                                                       "summary.csv"]
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns) == ["strategy", "seeds", "mean_report", "std_report", "mean_queries",
-                                     "wall_seconds"]
+    assert list(summary.columns) == ["strategy", "seeds", "mean_report", "std_report", "ci95", "best_other",
+                                     "p_vs_best_other", "mean_queries", "wall_seconds"]
     assert summary.strategy.tolist() == ["random", "evolution"] and (summary.seeds == 3).all()
     curves = pd.read_csv(out / "curves.csv")
     assert set(curves.columns) >= {"strategy", "seed", "query", "spent", "best_report"}
@@ -251,3 +251,58 @@ def test_diagnosis_judges_each_embedding_move_against_the_table(table):
         assert frame[column].between(0, 1).all(), column
     assert (frame.hamming >= 0).all() and (frame.hamming <= 6).all()
     assert list(summarise(frame).index)[-1] == "all"
+
+
+def test_summary_statistics_against_a_hand_computation():
+    def run(strategy, seed, report):
+        return benchmark.RunResult(strategy, seed, [benchmark.QueryRecord("a", 0.0, report, 0.0, 0.0, report)], 1.0)
+
+    a, b, c = [90.0, 91.0, 92.0, 93.0], [91.0, 91.5, 92.5], [80.0, 81.0]
+    results = [run("a", i, v) for i, v in enumerate(a)] + [run("b", i, v) for i, v in enumerate(b)] + \
+        [run("c", i, v) for i, v in enumerate(c)]
+    summary = benchmark.summary_frame(results).set_index("strategy")
+    # a: mean 91.5, sample std sqrt(5/3); t(0.975, 3) = 3.182446
+    assert summary.loc["a", "ci95"] == pytest.approx(3.182446 * (5 / 3) ** 0.5 / 2, rel=1e-6)
+    # the best other of a is b (mean 91.67) and of b and c is a (91.5); Welch by hand for a vs b:
+    va, vb = 5 / 3, 0.5833333333333334            # sample variances
+    se2a, se2b = va / 4, vb / 3
+    t = (91.5 - 91.66666666666667) / (se2a + se2b) ** 0.5
+    dof = (se2a + se2b) ** 2 / (se2a ** 2 / 3 + se2b ** 2 / 2)
+    from scipy.stats import t as student
+    assert summary.best_other.to_dict() == {"a": "b", "b": "a", "c": "b"}
+    assert summary.loc["a", "p_vs_best_other"] == pytest.approx(2 * student.sf(abs(t), dof), rel=1e-9)
+    assert summary.loc["b", "p_vs_best_other"] == pytest.approx(summary.loc["a", "p_vs_best_other"])
+
+
+def test_a_variant_label_runs_its_strategy_with_its_own_options_on_top(table, tmp_path):
+    options = {"evolution": {"population": 5, "tournament": 2}, "evolution-big": {"population": 20}}
+    config = benchmark.BenchmarkConfig(table=TableSpec("nb201", str(table), "valid", "test"),
+                                       budget=Budget(queries=30), strategies=["evolution", "evolution-big"],
+                                       seeds=1, strategy_options=options)
+    config.check()
+    assert config.options("evolution-big") == {"population": 20, "tournament": 2}
+    assert config.options("evolution") == {"population": 5, "tournament": 2}
+    plain, big = benchmark.run_benchmark(config)
+    assert (plain.strategy, big.strategy) == ("evolution", "evolution-big")
+    assert plain.queries[:5] == big.queries[:5]          # the same seed: the same random start
+    assert plain.queries != big.queries                  # children from the 5th, not from the 20th on
+    with pytest.raises(Exception, match="unknown strategy 'nope-x'"):
+        benchmark.BenchmarkConfig(table=config.table, budget=config.budget, strategies=["nope-x"], seeds=1).check()
+
+
+def test_outputs_of_disjoint_seed_ranges_merge_into_those_of_one_command(table, tmp_path, monkeypatch):
+    from benchmarks.nb201 import merge
+    for name, extra in [("a", ["--seeds", "2"]), ("b", ["--seeds", "3", "--seed-offset", "2"]), ("all", ["--seeds", "5"])]:
+        assert main(["nb201", "--table", str(table), "--select-col", "valid", "--report-col", "test",
+                     "--budget-queries", "15", "--strategies", "random,evolution", "--out", str(tmp_path / name),
+                     *extra]) == 0
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"table": str(table), "p": {"select_col": "valid", "report_col": "test",
+                                                                 "budget_queries": 15}}))
+    monkeypatch.setattr("sys.argv", ["merge", str(tmp_path / "b"), str(tmp_path / "a"), "--protocol", "p",
+                                     "--params", str(params), "--out", str(tmp_path / "merged")])
+    assert merge.main() == 0
+    assert (tmp_path / "merged/curves.csv").read_bytes() == (tmp_path / "all/curves.csv").read_bytes()
+    merged, whole = (pd.read_csv(tmp_path / d / "summary.csv") for d in ("merged", "all"))
+    pd.testing.assert_frame_equal(merged.drop(columns="wall_seconds"), whole.drop(columns="wall_seconds"))
+    assert merged.wall_seconds.sum() > 0

@@ -84,3 +84,37 @@ def test_config_validation_names_the_key():
         from_dict(ControllerConfig, {"hiden": 3}, "controller")
     with pytest.raises(ConfigError, match=r"controller\.dropout: expected float"):
         from_dict(ControllerConfig, {"dropout": "x"}, "controller")
+
+
+def test_symmetry_augmentation_swaps_encoder_input_decoder_input_and_target_alike(space):
+    # a cell whose every node has two different branches: any swap changes its tokens
+    arch = space.from_str("0 1 0 4 2 2 1 3 1 0 2 0 2 3 1 3 1 2 0 4 1 1 0 3 2 3 2 3 1 0 0 1 0 4 2 4 2 3 2 3")
+    ctrl = build_controller(space, small_config(), seed=0)
+    fed = {"encoder": [], "target": [], "decoder": []}
+
+    def recording(name, method):
+        def wrapped(*args):
+            fed[name].append(args[0] if name == "encoder" else args[1] if name == "target" else args[2])
+            return method(*args)
+        return wrapped
+
+    ctrl.encode = recording("encoder", ctrl.encode)
+    ctrl.reconstruction_logits = recording("target", ctrl.reconstruction_logits)
+    ctrl._decoder_logits = recording("decoder", ctrl._decoder_logits)
+    train_controller(ctrl, [arch], [1.0], ControllerTrainConfig(batch_size=1), epochs=12, seed=0)
+    encoded = [tuple(t[0].tolist()) for t in fed["encoder"]]
+    assert len(set(encoded)) > 3                    # the branches were swapped, differently per epoch
+    assert {space.canonical(space.from_tokens(t)) for t in encoded} == {space.canonical(arch)}
+    for enc, target, decoder_in in zip(fed["encoder"], fed["target"], fed["decoder"]):
+        assert torch.equal(target, enc)             # the decoder reconstructs the swapped cell
+        assert torch.equal(decoder_in[:, 1:], target[:, :-1]) and (decoder_in[:, 0] == 0).all()
+
+
+def test_without_augmentation_the_cell_is_fed_as_it_is(space):
+    arch = space.from_str("0 1 0 4 2 2 1 3 1 0 2 0 2 3 1 3 1 2 0 4 1 1 0 3 2 3 2 3 1 0 0 1 0 4 2 4 2 3 2 3")
+    ctrl = build_controller(space, small_config(), seed=0)
+    fed = []
+    encode = ctrl.encode
+    ctrl.encode = lambda tokens: fed.append(tokens) or encode(tokens)
+    train_controller(ctrl, [arch], [1.0], ControllerTrainConfig(batch_size=1, symmetry_augment=False), 5, seed=0)
+    assert {tuple(t[0].tolist()) for t in fed} == {tuple(space.to_tokens(arch))}

@@ -1,6 +1,7 @@
 """Acceptance of the README's experiment flow: `dvc repro`, commit the baseline, two `dvc exp run -S`
 variants; then MLflow holds one summary parent per experiment and `dvc exp show` compares them readably."""
 import csv
+import json
 
 import pytest
 import yaml
@@ -20,16 +21,16 @@ EXP_SHOW = ["dvc", "exp", "show", "--only-changed", "--keep", "test_(accuracy|pp
 def experiments(tmp_path_factory):
     """The README's flow in a scratch clone; returns the project and each experiment's params."""
     project = clone_project(tmp_path_factory.mktemp("project"), "profile=smoke", "device=cpu", "threads=1")
-    run(["dvc", "repro"], project)
+    outputs = {"repro": run(["dvc", "repro"], project).stdout}
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "Baseline run"], project)
     branch = run(["git", "rev-parse", "--abbrev-ref", "HEAD"], project).stdout.strip()
     commit = run(["git", "rev-parse", "HEAD~1"], project).stdout.strip()
     params = {f"{branch}@{commit[:7]}": yaml.safe_load((project / "params.yaml").read_text())}
     for name, override in VARIANTS.items():
-        run(["dvc", "exp", "run", *PROFILE, "-S", override, "-n", name], project)
+        outputs[name] = run(["dvc", "exp", "run", *PROFILE, "-S", override, "-n", name], project).stdout
         params[name] = yaml.safe_load((project / "params.yaml").read_text())
-    return project, params
+    return project, params, outputs
 
 
 def parent_runs(project):
@@ -42,7 +43,7 @@ def parent_runs(project):
 
 
 def test_each_experiment_is_one_mlflow_parent_with_full_params_results_and_stage_times(experiments):
-    project, params = experiments
+    project, params, _ = experiments
     client, runs, parents = parent_runs(project)
     assert sorted(parents) == sorted(params)
     baseline = next(name for name in params if name not in VARIANTS)
@@ -71,7 +72,7 @@ def test_each_experiment_is_one_mlflow_parent_with_full_params_results_and_stage
 
 
 def test_rnas_compare_lists_one_row_per_experiment(experiments, tmp_path):
-    project, params = experiments
+    project, params, _ = experiments
     result = run(["python", "-m", "rnas.compare", "--csv", str(tmp_path / "runs.csv")], project)
     assert all(name in result.stdout for name in params), result.stdout
     with open(tmp_path / "runs.csv") as file:
@@ -82,10 +83,27 @@ def test_rnas_compare_lists_one_row_per_experiment(experiments, tmp_path):
 
 
 def test_the_readme_exp_show_command_shows_test_accuracy_and_changed_params_in_120_columns(experiments):
-    project, params = experiments
+    project, params, _ = experiments
     shown = run(EXP_SHOW, project, COLUMNS="120").stdout
     assert max(len(line) for line in shown.splitlines()) <= 120, shown
     for text in ("test_accuracy", "search.strategy", "retrain.train.epochs", *VARIANTS):
         assert text in shown, f"{text} missing from:\n{shown}"
     rows = [line for line in shown.splitlines() if any(name in line for name in VARIANTS)]
     assert len(rows) == len(VARIANTS) and all("random" in row for row in rows if "strategy-random" in row), shown
+
+
+def test_repro_runs_every_stage_and_an_experiment_reruns_only_what_changed(experiments):
+    project, params, outputs = experiments
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in outputs["repro"]
+    for stage in ("prepare", "warmup", "embed"):
+        assert f"Stage '{stage}' didn't change, skipping" in outputs["strategy-random"], outputs["strategy-random"]
+    assert "Running stage 'sample'" in outputs["strategy-random"]
+    for name in ("cells.png", "training_curves.png", "search_curve.png", "predictor_scatter.png"):
+        assert (project / "artifacts/evaluate" / name).read_bytes()[:4] == b"\x89PNG"
+    provenance = json.loads((project / "artifacts/sample/provenance.json").read_text())
+    assert provenance["seed"] == 0 and provenance["params"]["search"]["strategy"] == "rnas"  # the workspace: baseline
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    revs = {rev["name"]: rev for branch in shown for exp in branch.get("experiments") or [] for rev in exp["revs"]}
+    evaluated = revs["strategy-random"]["data"]["metrics"]["artifacts/evaluate/metrics.json"]
+    assert 0 <= evaluated["data"]["test_accuracy"] <= 1  # the experiment carries its test metrics

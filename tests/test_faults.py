@@ -385,6 +385,14 @@ def test_killed_retrain_resumes_to_the_same_weights_and_a_rerun_trains_anew(scra
     straight_weights, resumed_weights = model_weights(straight), model_weights(killed)
     assert straight_weights.keys() == resumed_weights.keys()
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
+    # the killed process's MLflow run was closed by the rerun: nothing is left RUNNING
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{killed / 'mlflow.db'}")
+    from mlflow.entities import ViewType
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id],
+                                                                               run_view_type=ViewType.ALL)]
+    assert runs and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert "KILLED" in {r.info.status for r in runs}
 
     # what `dvc repro -f` does: the same command again; the delivered run is not resumed
     set_params(killed, {"tracking.enabled": False})  # not in the fingerprint

@@ -231,7 +231,7 @@ def test_supernet_trains_and_scores(space, capsys):
     assert after == trainer.score(archs, valid) and trainer.model.training  # deterministic, mode restored
     lines = capsys.readouterr().err.splitlines()
     epoch_line = [line for line in lines if line.startswith("[warmup]")][-1]
-    assert re.fullmatch(r"\[warmup\] epoch 5/6  loss \d+\.\d{3}  acc \d+\.\d%  \d+ tok/s  ppl \d+\.\d  "
+    assert re.fullmatch(r"\[warmup\] epoch 5/5 \(schedule 5/6\)  loss \d+\.\d{3}  acc \d+\.\d%  \d+ tok/s  ppl \d+\.\d  "
                         r"elapsed \d+s  ETA \d+s", epoch_line), epoch_line
     assert re.fullmatch(r"\[score\] scored 4/4 architectures  elapsed \d+s  ETA 0s", lines[-1]), lines[-1]
     with pytest.raises(ValueError, match="would run past the 6 epochs"):

@@ -1,0 +1,137 @@
+"""Do the tests catch the known bugs? Each mutation, made alone in a scratch copy, must fail a test.
+
+    python benchmarks/mutation_check.py [--only NAME ...] [--keep]
+
+For each mutation below (the bugs ALGORITHM.md names, and other mistakes typical of this family
+of methods) the tracked files are copied to a temporary folder, the one change is made there
+(the text to replace must occur exactly once), and the named test files are run with pytest
+(``-x``, one torch thread). A mutation is caught when pytest fails. Prints one JSON line per
+mutation, then a summary line; exits 1 if any mutation survives.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MRAS, NAO, BASE = "rnas/strategies/rnas.py", "rnas/strategies/nao.py", "rnas/strategies/base.py"
+CONTROLLER = "rnas/controller.py"
+MATH_TESTS = ["tests/test_mras.py", "tests/test_controller.py"]
+STRATEGY_TESTS = ["tests/test_search_options.py", "tests/test_mras.py"]
+
+#: name -> (edits [(file, old, new)], test files)
+MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
+    "covariance centred on the old mean": (
+        [(MRAS, "new_var = w @ (x[elite] - new_mean) ** 2", "new_var = w @ (x[elite] - mean) ** 2")], MATH_TESTS),
+    "next samples drawn around the old mean": (
+        [(MRAS, "    mean, var = init_mean.clone(), init_var.clone()\n",
+          "    mean, var = init_mean.clone(), init_var.clone()\n    old_mean = mean\n"),
+         (MRAS, "            new_mean = w @ x[elite]\n", "            old_mean, new_mean = mean, w @ x[elite]\n"),
+         (MRAS, "x = _draw(n_samples, mean, var,", "x = _draw(n_samples, old_mean, var,")],
+        MATH_TESTS),
+    "elite indicator removed": (
+        [(MRAS, "elite = h >= gamma", "elite = torch.ones_like(h, dtype=torch.bool)")], MATH_TESTS),
+    "indicator returns H instead of 1": (
+        [(MRAS, "w = torch.softmax(tau * log_w, dim=0)", "w = torch.softmax(tau * log_w + h[elite].log(), dim=0)")],
+        MATH_TESTS),
+    "density ratio removed": ([(MRAS, "                if drawn:\n", "                if False:\n")], MATH_TESTS),
+    "density ratio inverted": (
+        [(MRAS, "return log_f0 - torch.logaddexp(log_f + math.log(1 - mixture), log_f0 + math.log(mixture))",
+          "return torch.logaddexp(log_f + math.log(1 - mixture), log_f0 + math.log(mixture)) - log_f0")], MATH_TESTS),
+    "ESS tempering removed": ([(MRAS, "tau = temper(log_w, cfg.ess_min)", "tau = 1.0")], MATH_TESTS),
+    "gamma/N adaptation dead": (
+        [(MRAS, "if cfg.adaptive and k > 1 and candidate < gamma + cfg.eps / 2:", "if False:")], MATH_TESTS),
+    "gamma the rho quantile (elites the worst)": (
+        [(MRAS, "torch.quantile(h, 1 - cfg.rho)", "torch.quantile(h, cfg.rho)")], MATH_TESTS),
+    "smoothing weights swapped": (
+        [(MRAS, "mean = cfg.smoothing * new_mean + (1 - cfg.smoothing) * mean",
+          "mean = (1 - cfg.smoothing) * new_mean + cfg.smoothing * mean")], MATH_TESTS),
+    "NAO step reversed (downhill)": (
+        [(NAO, "yield latent.detach() + i * self.config.step * grad",
+          "yield latent.detach() - i * self.config.step * grad")], MATH_TESTS),
+    "symmetry augmentation removed": (
+        [(CONTROLLER, "variants = [space.symmetric_variant(a, rng) for a in archs] if cfg.symmetry_augment else list(archs)",
+          "variants = list(archs)")], MATH_TESTS),
+    "decoder input not swapped with the target": (
+        [(CONTROLLER, "inputs = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], dim=1)",
+          "canon = self.tokens([self.space.canonical(self.space.from_tokens(t)) for t in target.tolist()])\n"
+          "        inputs = torch.cat([torch.zeros_like(target[:, :1]), canon[:, :-1]], dim=1)")], MATH_TESTS),
+    "decoded cells deduplicated on raw form, not canonical": (
+        [(BASE, "                arch = self.space.canonical(arch)\n", "")], MATH_TESTS),
+    "canonical form is the identity (CNN space)": (
+        [("rnas/spaces/nao_cnn.py", "first, second = sorted([node[:2], node[2:]])", "first, second = node[:2], node[2:]")],
+        MATH_TESTS + ["tests/test_space_nao_cnn.py", "tests/test_pool_and_config.py"]),
+    "direction inverted for a loss objective": (
+        [("rnas/tasks/base.py", "return measured if self.higher_is_better else -measured", "return measured")],
+        MATH_TESTS),
+    "predictor targets inverted (best gets 0)": (
+        [(CONTROLLER, "return [(s - lo) / (hi - lo) if hi > lo else 0.5 for s in scores]",
+          "return [(hi - s) / (hi - lo) if hi > lo else 0.5 for s in scores]")], MATH_TESTS),
+    "candidates ranked worst first": (
+        [(BASE, "predicted.argsort(descending=True)[:n]", "predicted.argsort()[:n]")], STRATEGY_TESTS),
+    "local search around the worst observed": (
+        [("rnas/strategies/local.py", "sorted(history, key=lambda o: -o.score)", "sorted(history, key=lambda o: o.score)")],
+        STRATEGY_TESTS),
+}
+
+
+def copy_project(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def mutate(project: Path, edits: list[tuple[str, str, str]]) -> None:
+    for file, old, new in edits:
+        path = project / file
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise SystemExit(f"mutation text found {text.count(old)} times in {file}: {old!r}")
+        path.write_text(text.replace(old, new))
+
+
+def check(name: str, keep: bool) -> dict:
+    edits, tests = MUTATIONS[name]
+    scratch = Path(tempfile.mkdtemp(prefix="mut-"))
+    try:
+        copy_project(scratch)
+        mutate(scratch, edits)
+        start = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                             cwd=scratch, env=env, capture_output=True, text=True)
+        failed = [line.split(" ")[1] for line in run.stdout.splitlines() if line.startswith("FAILED")]
+        return {"mutation": name, "caught": run.returncode != 0, "failed": failed[:3],
+                "seconds": round(time.perf_counter() - start, 1), **({"scratch": str(scratch)} if keep else {})}
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", help="mutation names (default: all)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    args = parser.parse_args()
+    names = args.only or list(MUTATIONS)
+    results = []
+    for name in names:
+        results.append(check(name, args.keep))
+        print(json.dumps(results[-1]), flush=True)
+    survivors = [r["mutation"] for r in results if not r["caught"]]
+    print(json.dumps({"mutations": len(results), "caught": len(results) - len(survivors), "survived": survivors}))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
