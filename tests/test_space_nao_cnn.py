@@ -2,7 +2,6 @@ import random
 
 import pytest
 
-from rnas.config import ConfigError
 from rnas.spaces import available_spaces, get_space
 from rnas.spaces.nao_cnn import NAONET_B_36, NAONET_WS
 
