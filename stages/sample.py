@@ -35,10 +35,11 @@ def summarise(round_: int, pool: ArchPool) -> dict:
     return row
 
 
-def score_unscored(supernet, pool: ArchPool, label: str) -> list[float]:
-    """The pool's scores, scoring only the cells without one: for a supernet that has not trained
-    since, the same weights and validation batches would give the others the same scores again."""
-    rows = [i for i, score in enumerate(pool.scores) if math.isnan(score)]
+def rescore(supernet, pool: ArchPool, label: str, trained: bool) -> list[float]:
+    """The pool's scores by the supernet. One that has not ``trained`` since the pool was scored would
+    give the scored cells the same scores again (same weights, same validation batches), so then only
+    the cells without a score are scored."""
+    rows = range(len(pool)) if trained else [i for i, score in enumerate(pool.scores) if math.isnan(score)]
     scores = list(pool.scores)
     if rows:
         for i, score in zip(rows, supernet.score([pool.archs[i] for i in rows], label=label)):
@@ -69,8 +70,7 @@ def main(ctx):
     for round_ in range(1, s.rounds + 1):
         print(f"[sample] round {round_}/{s.rounds}", file=sys.stderr, flush=True)
         if round_ > 1:
-            pool.scores = (supernet.score(pool.archs, label=f"round {round_}") if s.epochs_per_round
-                           else score_unscored(supernet, pool, f"round {round_}"))
+            pool.scores = rescore(supernet, pool, f"round {round_}", trained=s.epochs_per_round > 0)
         rounds.append(summarise(round_, pool))
         scores = {k: v for k, v in rounds[-1].items() if k != "round"}
         ctx.run.log_metrics({**scores, **objective.report(scores)}, step=round_)
@@ -88,8 +88,7 @@ def main(ctx):
                               on_epoch=lambda r: ctx.run.log_metrics({"supernet_" + k: v for k, v in r.items()},
                                                                      step=r["epoch"]))
         pools.append(pool)
-    pool.scores = (supernet.score(pool.archs, label="final") if s.epochs_per_round
-                   else score_unscored(supernet, pool, "final"))
+    pool.scores = rescore(supernet, pool, "final", trained=s.epochs_per_round > 0)
     reference = ArchPool(ctx.space, reference_cells(ctx.space, s.reference_cells))
     if s.reference_cells:
         reference.scores = supernet.score(reference.archs, label="reference cells")
