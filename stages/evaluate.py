@@ -20,7 +20,7 @@ def draw_plots(ctx, out, card):
     only_training = drawn == [curves[0]]  # retrained on train + valid: there is no validation curve
     plot_curves(history, "epoch", drawn, out / "training_curves.png", "Retraining the found network",
                 f"training {label}" if only_training else label, integer_x=True)
-    objective = ctx.task.objective
+    objective = ctx.task.objective(ctx.params)
     rounds = pd.read_csv(ARTIFACTS / "sample/rounds.csv")
     rounds[ROUND_COLUMNS] = rounds[ROUND_COLUMNS].map(objective.to_metric)
     rounds["rounds_done"] = rounds["round"] - 1  # row r: the pool that round r starts from
@@ -54,7 +54,7 @@ def judge_search(ctx, oracle, out):
                      "predictor": ([ctx.space.from_str(a) for a in holdout["arch"]], holdout["predicted"].tolist())})
     shown, which = (reference, "reference cells") if len(reference) >= 2 else (warmup, "warmup pool")
     plot_scatter(shown.scores, true_accuracies(oracle, shown.archs), out / "truth_scatter.png",
-                 ctx.task.objective.score_label, f"true accuracy ({ctx.params.evaluate.truth.report_col})",
+                 ctx.task.objective(ctx.params).score_label, f"true accuracy ({ctx.params.evaluate.truth.report_col})",
                  f"Supernet score vs truth ({which})")
     return metrics
 

@@ -20,6 +20,7 @@ from rnas.data import (AugmentConfig, Corpus, DataConfig, ImageBatches, ImageSpl
                        get_batch, load_split, prepare_dataset)
 from rnas.data import text
 from rnas.data.images import class_balanced_order, cutout, random_crop
+from rnas.data.prepare import resized
 from rnas.data.text import CorpusError, TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.errors import DataError
 
@@ -40,6 +41,7 @@ def load_all(prepared: Path) -> dict[str, ImageSplit]:
     ({"dataset": "cifar10"}, "data.root"),
     ({"dataset": "imagefolder", "root": "x", "download": True}, "data.download"),
     ({"max_train": 0}, "data.max_train"),
+    ({"resolution": 0}, "data.resolution"),
 ])
 def test_data_config_errors_name_the_key(params, key):
     with pytest.raises(ConfigError, match=key):
@@ -87,6 +89,18 @@ def test_max_train_is_class_balanced_and_leaves_valid_alone(tmp_path):
     assert load_split(tmp_path / "small", "train").labels.bincount().tolist() == [10] * 10
     for split in ("valid", "test"):
         assert torch.equal(load_split(tmp_path / "all", split).images, load_split(tmp_path / "small", split).images)
+
+
+def test_resolution_averages_areas_and_keeps_the_rows(tmp_path):
+    prepare_dataset(DataConfig(seed=0), tmp_path / "full")
+    meta = prepare_dataset(DataConfig(seed=0, resolution=4), tmp_path / "small")
+    full, small = load_split(tmp_path / "full", "train"), load_split(tmp_path / "small", "train")
+    assert full.images.shape[-2:] == (8, 8) and meta["image_shape"][1:] == [4, 4]
+    assert torch.equal(full.labels, small.labels)
+    # each pixel is the rounded mean of its 2 x 2 block
+    blocks = full.images.double().unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2))
+    assert (small.images.double() - blocks).abs().max() <= 0.5
+    assert resized(torch.tensor([[[[0, 1], [2, 4]]]], dtype=torch.uint8), 1).item() == 2  # 7/4 rounds to 2
 
 
 def test_zero_valid_fraction_leaves_no_valid_split(tmp_path):

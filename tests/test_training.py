@@ -18,6 +18,8 @@ from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 from rnas.spaces.nao_cnn import NAOCellSpace
 from rnas.training.child import ChildTrainConfig, drop_path_prob_at, evaluate_classifier, train_child
 from rnas.training.progress import CountProgress, Progress, format_duration
+from rnas.params import PipelineParams
+from rnas.tasks.image import ImageTask
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from tests.synthetic import N_CLASSES, TinyChild, brightness_split
 
@@ -238,6 +240,22 @@ def test_score_is_deterministic_and_uses_batch_statistics():
         for arch, score in zip(ARCHS, scores):
             correct = sum((reference(x, arch).argmax(1) == y).sum().item() for x, y in batches)
             assert score == pytest.approx(correct / 32)
+
+
+def test_score_by_loss_is_the_mean_cross_entropy_and_the_image_objective_negates_it():
+    trainer = make_trainer(score_by="loss")
+    split = brightness_split()
+    trainer.train_epochs(ARCHS, 1, trainer.train_batches(split, seed=0))
+    batches = trainer.score_batches(split)
+    losses = trainer.score(ARCHS, batches)
+    reference = copy.deepcopy(trainer.model).train()
+    with torch.no_grad():
+        for arch, loss in zip(ARCHS, losses):
+            total = sum(nn.functional.cross_entropy(reference(x, arch), y, reduction="sum").item() for x, y in batches)
+            assert loss == pytest.approx(total / 32)
+    # the search maximises: a lower loss must be the higher score
+    objective = ImageTask().objective(from_dict(PipelineParams, {"warmup": {"train": {"score_by": "loss"}}}))
+    assert [objective.score(v) for v in (0.5, 2.0)] == [-0.5, -2.0] and "loss" in objective.score_label
 
 
 def assert_same_state_dict(a: dict, b: dict) -> None:

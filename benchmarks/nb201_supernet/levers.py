@@ -6,14 +6,17 @@
 Trains the pipeline's supernet (rnas.networks.nb201 with rnas.training.supernet, as the warmup
 stage does: one path per step drawn from a pool of random cells) on real CIFAR-10, scores the
 pipeline's reference cells (rnas.truth.reference_cells) on fixed validation images, and prints one
-JSON line: the settings, Kendall tau / Spearman / precision@10% against the table, the true
-accuracy of the supernet's pick, and the seconds (wall and CPU) spent training and scoring, with
-the load average (on shared cores, CPU seconds are the figure that compares runs).
+JSON line: the settings; for each score (validation accuracy, and minus the validation loss:
+``loss_*``) Kendall tau / Spearman / precision@10% against the table and the true accuracy of the
+supernet's pick; the seconds (wall and CPU) spent training and scoring, with the load average (on
+shared cores, CPU seconds are the figure that compares runs). ``--save-weights`` and
+``--load-weights`` let scoring levers (``--bn-recalibrate``) reuse one trained supernet.
 The data is prepared once per (max_train, seed) into --cache.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -27,10 +30,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 import torch
 
-from rnas.data.images import AugmentConfig, load_split
-from rnas.data.prepare import DataConfig, prepare_dataset
+from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit, load_split
+from rnas.data.prepare import DataConfig, prepare_dataset, resized
 from rnas.networks import SupernetConfig, SupernetNB201
 from rnas.spaces.nb201 import NB201Space
+from rnas.ops import use_batch_statistics
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from rnas.truth import TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
@@ -58,6 +62,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reference", type=int, default=200, help="reference cells scored against the table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resolution", type=int, default=32,
+                        help="train and score on images downsampled to this side (area averaging)")
+    parser.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
+                        help="before scoring a cell, re-estimate batch-norm statistics on this many training "
+                             "batches of its path and score in eval mode (0: each scored batch's own statistics)")
+    parser.add_argument("--save-weights", help="write the trained supernet's weights here")
+    parser.add_argument("--load-weights", help="skip training: score the supernet saved by --save-weights")
     parser.add_argument("--scores-out", help="also write each reference cell's score and true accuracy (CSV)")
     return parser.parse_args()
 
@@ -70,6 +81,35 @@ def prepared(args: argparse.Namespace) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def recalibrated(model: torch.nn.Module, train: ImageSplit, n_batches: int):
+    """Score with per-cell batch-norm statistics: the supernet keeps none (each batch normalises
+    with its own), so give every batch norm running averages, re-estimated for each cell on
+    ``n_batches`` fixed training batches of its path, and score in eval mode with them."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    calibration = [x for (x, _), _ in zip(ImageBatches(train, 256, torch.device("cpu"), shuffle=True, seed=1),
+                                           range(n_batches))]
+    forward = model.forward
+
+    def calibrated_forward(x, arch):
+        for m in norms:
+            m.track_running_stats, m.momentum = True, None  # None: a cumulative average
+            m.running_mean, m.running_var = torch.zeros(m.num_features), torch.ones(m.num_features)
+            m.num_batches_tracked = torch.tensor(0)
+        model.train()
+        for batch in calibration:
+            forward(batch, arch)
+        model.eval()
+        return forward(x, arch)
+
+    model.forward = calibrated_forward
+    try:
+        yield
+    finally:
+        model.forward = forward
+        use_batch_statistics(model)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -77,34 +117,51 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     oracle = load_truth(TruthConfig(table=args.table), space, key="--table")
     data = prepared(args)
-    train, valid = load_split(data, "train"), load_split(data, "valid")
+    train, valid = (load_split(data, split) for split in ("train", "valid"))
+    train, valid = (ImageSplit(resized(s.images, args.resolution), s.labels, s.classes, s.mean, s.std)
+                    for s in (train, valid))
     model = SupernetNB201(space, SupernetConfig(args.cells_per_stage, args.channels, 1), len(train.classes))
     cfg = SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_max=args.lr_max,
                               lr_min=args.lr_min, weight_decay=args.weight_decay, eval_batches=args.eval_batches,
-                              eval_batch_size=args.eval_batch_size, path_sampling=args.path_sampling, augment=AugmentConfig(crop_padding=4 if args.augment else 0, flip=args.augment))
+                              eval_batch_size=args.eval_batch_size, path_sampling=args.path_sampling, augment=AugmentConfig(crop_padding=args.resolution // 8 if args.augment else 0,
+                                                                    flip=args.augment))
     cfg.check()
     trainer = SupernetTrainer(model, cfg, device, total_epochs=max(args.epochs, 1), seed=args.seed)
     pool = space.sample_unique(args.pool_size, random.Random(args.seed))
     start, cpu_start = time.perf_counter(), time.process_time()
-    history = trainer.train_epochs(pool, args.epochs, trainer.train_batches(train, args.seed)) if args.epochs else []
+    if args.load_weights:
+        model.load_state_dict(torch.load(args.load_weights))
+        history = []
+    else:
+        history = trainer.train_epochs(pool, args.epochs, trainer.train_batches(train, args.seed)) if args.epochs else []
     train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    if args.save_weights:
+        torch.save(model.state_dict(), args.save_weights)
     cells = reference_cells(space, args.reference)
     start, cpu_start = time.perf_counter(), time.process_time()
-    scores = trainer.score(cells, trainer.score_batches(valid))
+    batches = trainer.score_batches(valid)
+    scores = {}
+    with recalibrated(model, train, args.bn_recalibrate) if args.bn_recalibrate else contextlib.nullcontext():
+        for trainer.cfg.score_by in ("accuracy", "loss"):
+            measured = trainer.score(cells, batches)
+            scores[trainer.cfg.score_by] = [-v for v in measured] if trainer.cfg.score_by == "loss" else measured
     score_seconds, score_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     truth = true_accuracies(oracle, cells)
-    quality = ranking(scores, truth)
+    quality = {by: ranking(by_scores, truth) for by, by_scores in scores.items()}
     if args.scores_out:
-        pd.DataFrame({"arch": [space.to_str(a) for a in cells], "score": scores, "truth": truth}).to_csv(
-            args.scores_out, index=False)
-    result = {"label": args.label, **{k: v for k, v in vars(args).items() if k not in ("data", "table", "cache", "label", "scores_out")},
-              "kendall_tau": round(quality["kendall_tau"], 4), "spearman": round(quality["spearman"], 4),
-              "precision_at_10pct": round(quality["precision_at_10pct"], 3),
-              "pick_true_acc": truth[max(range(len(scores)), key=scores.__getitem__)],
-              "final_train_accuracy": round(history[-1]["accuracy"], 4) if history else None,
-              "train_seconds": round(train_seconds, 1), "score_seconds": round(score_seconds, 1),
-              "train_cpu_seconds": round(train_cpu_seconds, 1), "score_cpu_seconds": round(score_cpu_seconds, 1),
-              "loadavg": os.getloadavg()[0]}
+        pd.DataFrame({"arch": [space.to_str(a) for a in cells], "accuracy": scores["accuracy"],
+                      "loss": scores["loss"], "truth": truth}).to_csv(args.scores_out, index=False)
+    skip = ("data", "table", "cache", "label", "scores_out", "save_weights", "load_weights")
+    result = {"label": args.label, **{k: v for k, v in vars(args).items() if k not in skip}}
+    for by, prefix in (("accuracy", ""), ("loss", "loss_")):  # the accuracy columns keep their old names
+        result.update({f"{prefix}kendall_tau": round(quality[by]["kendall_tau"], 4),
+                       f"{prefix}spearman": round(quality[by]["spearman"], 4),
+                       f"{prefix}precision_at_10pct": round(quality[by]["precision_at_10pct"], 3),
+                       f"{prefix}pick_true_acc": truth[max(range(len(cells)), key=scores[by].__getitem__)]})
+    result.update({"final_train_accuracy": round(history[-1]["accuracy"], 4) if history else None,
+                   "train_seconds": round(train_seconds, 1), "score_seconds": round(score_seconds, 1),
+                   "train_cpu_seconds": round(train_cpu_seconds, 1), "score_cpu_seconds": round(score_cpu_seconds, 1),
+                   "loadavg": os.getloadavg()[0]})
     print(json.dumps(result), flush=True)
 
 

@@ -30,6 +30,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from rnas.artifacts import atomic_dir, write_json
@@ -60,6 +61,9 @@ class DataConfig:
     test_fraction: float = 0.0
     #: class-balanced subsample of train (CPU profiles); None = all
     max_train: int | None = None
+    #: images resized to this side by area averaging (e.g. 16: 4x fewer pixels for a CPU-budget
+    #: supernet); None keeps the source's size
+    resolution: int | None = None
     seed: int = 0
 
     def check(self) -> None:
@@ -71,6 +75,7 @@ class DataConfig:
                 f"required for dataset {self.dataset!r}")
         require(not self.download or self.dataset == "cifar10", "download", "only cifar10 can be downloaded")
         require(self.max_train is None or self.max_train > 0, "max_train", "must be positive (or null for all)")
+        require(self.resolution is None or self.resolution > 0, "resolution", "must be positive (or null for the source's)")
 
 
 @dataclass
@@ -101,7 +106,9 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path, progress: Progress | N
     splits = {}
     for split, (from_split, rows) in selection.items():
         progress(f"decoding {split}: {len(rows)} images")
-        splits[split] = {"images": source.pixels(from_split, rows), "labels": source.labels[from_split][rows]}
+        images = source.pixels(from_split, rows)
+        splits[split] = {"images": images if cfg.resolution is None else resized(images, cfg.resolution),
+                         "labels": source.labels[from_split][rows]}
     mean, std = channel_mean_std(splits["train"]["images"])
     meta = {
         "dataset": cfg.dataset,
@@ -125,6 +132,14 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path, progress: Progress | N
         write_json(tmp / "meta.json", meta)
     progress(f"wrote {out_dir}: {meta['counts']}")
     return meta
+
+
+def resized(images: torch.Tensor, side: int) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` to ``[N, C, side, side]`` by area averaging, in chunks to bound memory."""
+    if images.shape[-2:] == (side, side):
+        return images
+    return torch.cat([F.interpolate(chunk.float(), size=(side, side), mode="area").round_().to(torch.uint8)
+                      for chunk in images.split(4096)])
 
 
 def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -113,7 +113,6 @@ class Task(ABC):
     #: the search spaces this task builds networks for
     spaces: ClassVar[tuple[str, ...]]
     configs: ClassVar[TaskConfigs]
-    objective: ClassVar[Objective]
     #: what a prepared split's size counts ("images", "tokens")
     data_unit: ClassVar[str]
     #: columns of the retraining history drawn per epoch, and their axis label
@@ -121,6 +120,10 @@ class Task(ABC):
 
     def check(self, params: PipelineParams) -> None:
         """Cross-checks of the parameters this task needs (ConfigError naming the key)."""
+
+    @abstractmethod
+    def objective(self, params: PipelineParams) -> Objective:
+        """What the supernet's scores measure under these parameters."""
 
     @abstractmethod
     def prepare(self, cfg: Any, out_dir: Path, key: str, progress: Progress) -> dict[str, Any]:

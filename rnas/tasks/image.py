@@ -20,6 +20,15 @@ from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 
 
+#: per ``warmup.train.score_by``
+OBJECTIVES = {
+    "accuracy": Objective(measured="validation accuracy", higher_is_better=True, metric=None,
+                          metric_label="supernet validation accuracy"),
+    "loss": Objective(measured="validation loss", higher_is_better=False, metric=None,
+                      metric_label="supernet score (-validation loss)"),
+}
+
+
 def joined(a: ImageSplit, b: ImageSplit) -> ImageSplit:
     return ImageSplit(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.classes, a.mean, a.std)
 
@@ -29,8 +38,6 @@ class ImageTask(Task):
     spaces = ("nao_cnn", "nb201")
     configs = TaskConfigs(data=DataConfig, supernet=SupernetConfig, supernet_train=SupernetTrainConfig,
                           network=ChildConfig, train=ChildTrainConfig)
-    objective = Objective(measured="validation accuracy", higher_is_better=True, metric=None,
-                          metric_label="supernet validation accuracy")
     data_unit = "images"
     curves = (("train_accuracy", "valid_accuracy"), "accuracy")
 
@@ -45,6 +52,9 @@ class ImageTask(Task):
             require(params.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
                     "must be 0 for space nb201 (its network has no drop-path)")
 
+    def objective(self, params):
+        return OBJECTIVES[params.warmup.train.score_by]
+
     def prepare(self, cfg, out_dir, key, progress):
         return prepare_dataset(cfg, out_dir, progress=progress, key=key)
 
@@ -55,7 +65,7 @@ class ImageTask(Task):
                                           in_channels=train.images.shape[1])
         trainer = SupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed,
                                   dist=ctx.dist)
-        return Supernet(trainer, trainer.train_batches(train, p.seed), trainer.score_batches(valid), self.objective)
+        return Supernet(trainer, trainer.train_batches(train, p.seed), trainer.score_batches(valid), self.objective(p))
 
     def retrain(self, ctx, arch, data, checkpoint, fingerprint, on_epoch):
         r = ctx.params.retrain

@@ -15,13 +15,15 @@ from rnas.training.language_model import (LMSupernetTrainConfig, LMSupernetTrain
                                           train_language_model)
 
 
+OBJECTIVE = Objective(measured="validation loss", higher_is_better=False, metric="ppl",
+                      metric_label="supernet validation perplexity", to_metric=lambda score: perplexity(-score))
+
+
 class LanguageTask(Task):
     name = "language"
     spaces = ("rnn",)
     configs = TaskConfigs(data=TextDataConfig, supernet=RNNSupernetConfig, supernet_train=LMSupernetTrainConfig,
                           network=RNNModelConfig, train=LMTrainConfig)
-    objective = Objective(measured="validation loss", higher_is_better=False, metric="ppl",
-                          metric_label="supernet validation perplexity", to_metric=lambda score: perplexity(-score))
     data_unit = "tokens"
     curves = (("train_ppl", "valid_ppl"), "perplexity")
 
@@ -31,6 +33,9 @@ class LanguageTask(Task):
         require(not params.retrain.train_on_valid, "retrain.train_on_valid",
                 "must be false for the language task: validation decides the switch to averaged SGD")
 
+    def objective(self, params):
+        return OBJECTIVE
+
     def prepare(self, cfg, out_dir, key, progress):
         return prepare_corpus(cfg, out_dir, progress=progress, key=key)
 
@@ -38,7 +43,7 @@ class LanguageTask(Task):
         p, corpus = ctx.params, load_prepared_corpus(data)
         model = RNNSupernet(ctx.space, p.warmup.supernet, len(corpus.vocab))
         trainer = LMSupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed)
-        return Supernet(trainer, trainer.train_data(corpus.train), trainer.score_data(corpus.valid), self.objective)
+        return Supernet(trainer, trainer.train_data(corpus.train), trainer.score_data(corpus.valid), self.objective(p))
 
     def retrain(self, ctx, arch, data, checkpoint, fingerprint, on_epoch):
         r, corpus = ctx.params.retrain, load_prepared_corpus(data)

@@ -39,6 +39,9 @@ class SupernetTrainConfig(ClassifierTrainConfig):
     #: paths of ``fair_paths`` (drawn from the whole space), their gradients summed into one step
     #: (FairNAS's strict fairness: every op of every edge trained equally often)
     path_sampling: Literal["pool", "fair"] = "pool"
+    #: what ``score`` measures on the validation batches: accuracy, or the mean cross-entropy (a
+    #: finer signal from a partly trained supernet: benchmarks/nb201_supernet/levers.csv)
+    score_by: Literal["accuracy", "loss"] = "accuracy"
 
     def check(self) -> None:
         super().check()
@@ -186,18 +189,21 @@ class SupernetTrainer:
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, archs: Sequence[Arch], batches: Sequence[Batch], label: str = "score") -> list[float]:
-        """Accuracy of each architecture on the same ``batches``; ranks split the architectures."""
-        correct = torch.zeros(len(archs), device=self.device)
+        """Each architecture's accuracy or mean cross-entropy (``score_by``) on the same ``batches``;
+        ranks split the architectures."""
+        totals = torch.zeros(len(archs), device=self.device)
         mine = range(self.dist.rank, len(archs), self.dist.world_size)
         progress = CountProgress(label, "scored", len(mine), "architectures") if self.dist.is_main else None
         with batch_statistics(self.model), torch.no_grad(), autocast(self.device, self.cfg.mixed_precision):
             for done, i in enumerate(mine, start=1):
                 for x, y in batches:
-                    correct[i] += (self.model(x, archs[i]).argmax(1) == y).sum()
+                    logits = self.model(x, archs[i])
+                    totals[i] += (F.cross_entropy(logits.float(), y, reduction="sum") if self.cfg.score_by == "loss"
+                                  else (logits.argmax(1) == y).sum())
                 if progress is not None:
                     progress.update(done)
         n_images = sum(len(y) for _, y in batches)
-        return (self.dist.sum(correct) / n_images).tolist()
+        return (self.dist.sum(totals) / n_images).tolist()
 
     # --- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
