@@ -259,8 +259,14 @@ def test_a_loss_is_searched_downhill():
         def score(self, archs, data, label="score"):
             return [4.0, 2.5, 3.0]
 
-    scores = Supernet(Losses(), None, None, get_task("language").objective).score([(0,), (1,), (2,)])
-    assert scores == [-4.0, -2.5, -3.0]
-    assert normalise_targets(scores) == [0.0, 1.0, 2 / 3]
-    image = Supernet(Losses(), None, None, get_task("image").objective).score([(0,), (1,), (2,)])
-    assert image == [4.0, 2.5, 3.0]   # an accuracy is kept as it is
+    from rnas.config import from_dict
+    from rnas.params import PipelineParams
+
+    def scored(task: str, score_by: str = "accuracy") -> list[float]:
+        params = from_dict(PipelineParams, {"warmup": {"train": {"score_by": score_by}}})
+        return Supernet(Losses(), None, None, get_task(task).objective(params)).score([(0,), (1,), (2,)])
+
+    assert scored("language") == [-4.0, -2.5, -3.0]
+    assert normalise_targets(scored("language")) == [0.0, 1.0, 2 / 3]
+    assert scored("image") == [4.0, 2.5, 3.0]   # an accuracy is kept as it is
+    assert scored("image", "loss") == [-4.0, -2.5, -3.0]
