@@ -412,10 +412,12 @@ def test_unreadable_checkpoint_is_set_aside_and_training_starts_over(scratch, tm
 
 
 def test_ctrl_c_is_one_line_and_status_130(scratch, tmp_path):
-    # far more epochs than the signal needs: on a loaded machine 50 could all finish before it lands
-    folder = retrain_project(scratch, tmp_path / "p", 100000)
+    folder = retrain_project(scratch, tmp_path / "p", 100000)  # far more than the signal lets it run
+    # a job started in the background inherits SIGINT ignored, and Python then keeps ignoring it:
+    # give the stage the default disposition a terminal's foreground process has
     process = subprocess.Popen([sys.executable, *stage("retrain")], cwd=folder, env=environment(folder),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while "[train] epoch" not in process.stderr.readline():
         assert process.poll() is None
     process.send_signal(signal.SIGINT)
