@@ -75,7 +75,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/tasks/image.py", '"loss": Objective(measured="validation loss", higher_is_better=False,',
           '"loss": Objective(measured="validation loss", higher_is_better=True,')], MATH_TESTS),
     "supernet scored by accuracy whatever score_by says": (
-        [("rnas/training/supernet.py", 'if self.cfg.score_by == "loss"', 'if False')], ["tests/test_training.py"]),
+        [("rnas/training/supernet.py", 'by_loss = self.cfg.score_by == "loss"', 'by_loss = False')], ["tests/test_training.py"]),
     "predictor targets inverted (best gets 0)": (
         [(CONTROLLER, "return [(s - lo) / (hi - lo) if hi > lo else 0.5 for s in scores]",
           "return [(hi - s) / (hi - lo) if hi > lo else 0.5 for s in scores]")], MATH_TESTS),

@@ -59,7 +59,7 @@ def main(ctx):
                              key=f"search.strategies.{s.strategy}")
     supernet = ctx.task.supernet(ctx, data)
     supernet.load(ARTIFACTS / "warmup/supernet.pt")
-    objective = ctx.task.objective(ctx.params)
+    objective = supernet.objective
     pool = ArchPool.from_csv(ctx.space, ARTIFACTS / "warmup/pool.csv")
     pool.columns["origin"] = ["seed"] * len(pool)
     if isinstance(strategy, EmbeddingStrategy):

@@ -23,7 +23,7 @@ def main(ctx):
     pool = ArchPool(ctx.space, archs, scores, {"round": [0] * len(archs)})
     summary = {"best": max(scores), "median": statistics.median(scores), "worst": min(scores)}
     metrics = {"pool_size": len(pool), **{f"score_{k}": v for k, v in summary.items()},
-               "score_std": statistics.pstdev(scores), **ctx.task.objective(ctx.params).report(summary)}
+               "score_std": statistics.pstdev(scores), **supernet.objective.report(summary)}
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:
         supernet.save(out / "supernet.pt")
@@ -34,7 +34,7 @@ def main(ctx):
     ctx.run.log_artifact(ctx.out / "pool.csv")
     print(f"[warmup] pool of {len(pool)} scored: best {metrics['score_best']:.3f}, "
           f"median {metrics['score_median']:.3f}, worst {metrics['score_worst']:.3f}"
-          f"{ctx.task.objective(ctx.params).report_text(summary)}")
+          f"{supernet.objective.report_text(summary)}")
 
 
 if __name__ == "__main__":

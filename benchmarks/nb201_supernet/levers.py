@@ -34,6 +34,8 @@ from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit, load_split
 from rnas.data.prepare import DataConfig, prepare_dataset, resized
 from rnas.networks import SupernetConfig, SupernetNB201
 from rnas.spaces.nb201 import NB201Space
+from rnas.tasks.base import Supernet
+from rnas.tasks.image import OBJECTIVES
 from rnas.ops import use_batch_statistics
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from rnas.truth import TruthConfig, load_truth, ranking, reference_cells, true_accuracies
@@ -63,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resolution", type=int, default=32,
-                        help="train and score on images downsampled to this side (area averaging)")
+                        help="train and score on images downsampled to this side (area averaging, as data.*.resolution)")
     parser.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
                         help="before scoring a cell, re-estimate batch-norm statistics on this many training "
                              "batches of its path and score in eval mode (0: each scored batch's own statistics)")
@@ -117,6 +119,7 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     oracle = load_truth(TruthConfig(table=args.table), space, key="--table")
     data = prepared(args)
+    # resized here rather than at prepare: normalised with the 32x32 split's mean and std, as measured
     train, valid = (load_split(data, split) for split in ("train", "valid"))
     train, valid = (ImageSplit(resized(s.images, args.resolution), s.labels, s.classes, s.mean, s.std)
                     for s in (train, valid))
@@ -140,11 +143,11 @@ def main() -> None:
     cells = reference_cells(space, args.reference)
     start, cpu_start = time.perf_counter(), time.process_time()
     batches = trainer.score_batches(valid)
-    scores = {}
+    scores = {}  # higher is better, as the pipeline's search sees them (rnas.tasks.image.OBJECTIVES)
     with recalibrated(model, train, args.bn_recalibrate) if args.bn_recalibrate else contextlib.nullcontext():
-        for trainer.cfg.score_by in ("accuracy", "loss"):
-            measured = trainer.score(cells, batches)
-            scores[trainer.cfg.score_by] = [-v for v in measured] if trainer.cfg.score_by == "loss" else measured
+        for by in ("accuracy", "loss"):
+            trainer.cfg.score_by = by
+            scores[by] = Supernet(trainer, None, batches, OBJECTIVES[by]).score(cells)
     score_seconds, score_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     truth = true_accuracies(oracle, cells)
     quality = {by: ranking(by_scores, truth) for by, by_scores in scores.items()}

@@ -194,11 +194,12 @@ class SupernetTrainer:
         totals = torch.zeros(len(archs), device=self.device)
         mine = range(self.dist.rank, len(archs), self.dist.world_size)
         progress = CountProgress(label, "scored", len(mine), "architectures") if self.dist.is_main else None
+        by_loss = self.cfg.score_by == "loss"
         with batch_statistics(self.model), torch.no_grad(), autocast(self.device, self.cfg.mixed_precision):
             for done, i in enumerate(mine, start=1):
                 for x, y in batches:
                     logits = self.model(x, archs[i])
-                    totals[i] += (F.cross_entropy(logits.float(), y, reduction="sum") if self.cfg.score_by == "loss"
+                    totals[i] += (F.cross_entropy(logits.float(), y, reduction="sum") if by_loss
                                   else (logits.argmax(1) == y).sum())
                 if progress is not None:
                     progress.update(done)
