@@ -101,6 +101,20 @@ class SearchParams:
 
 
 @dataclass
+class RerankParams:
+    """ALGORITHM.md §5, "optionally re-rank the top 5 by a short stand-alone training": the final
+    pool's ``top`` cells by supernet score, each trained from scratch for ``epochs`` with the retrain
+    network and recipe (``retrain.child``, ``retrain.train``) on the search data's training split,
+    ranked by the validation split. 0: no re-ranking, the supernet's pick goes to retrain."""
+    top: int = 0
+    epochs: int = 10
+
+    def check(self):
+        require(self.top >= 0, "top", "must be >= 0 (0: keep the supernet's pick)")
+        require(self.epochs > 0, "epochs", "must be positive")
+
+
+@dataclass
 class RetrainParams:
     child: ChildConfig = field(default_factory=ChildConfig)
     train: ChildTrainConfig = field(default_factory=ChildTrainConfig)
@@ -148,6 +162,7 @@ class PipelineParams:
     warmup: WarmupParams = field(default_factory=WarmupParams)
     embed: EmbedParams = field(default_factory=EmbedParams)
     search: SearchParams = field(default_factory=SearchParams)
+    rerank: RerankParams = field(default_factory=RerankParams)
     retrain: RetrainParams = field(default_factory=RetrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -175,6 +190,7 @@ class PipelineParams:
         require(s.n_new + s.n_random < pool, "search.n_new",
                 f"n_new + n_random ({s.n_new} + {s.n_random}) must be smaller than warmup.pool_size ({pool})")
         require(s.top <= pool, "search.top", f"must be at most warmup.pool_size ({pool})")
+        require(self.rerank.top <= pool, "rerank.top", f"must be at most warmup.pool_size ({pool})")
         # validate the chosen strategy's options now, not rounds into the search
         from_dict(strategy_class(s.strategy).Config, s.strategy_options(self.embed),
                   f"search.strategies.{s.strategy}")

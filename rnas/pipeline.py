@@ -35,7 +35,7 @@ PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
 #: each stage's output folder, in pipeline order (tracking links a reused folder to the run that wrote it)
 STAGE_OUTPUTS = {"prepare": PREPARED, **{stage: ARTIFACTS / stage
-                                         for stage in ("warmup", "embed", "sample", "retrain", "evaluate")}}
+                                         for stage in ("warmup", "embed", "sample", "rerank", "retrain", "evaluate")}}
 
 
 @dataclass

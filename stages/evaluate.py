@@ -47,11 +47,14 @@ def judge_search(ctx, oracle, out):
     warmup, final, reference = (ArchPool.from_csv(ctx.space, ARTIFACTS / path) for path in
                                 ("warmup/pool.csv", "sample/pool_final.csv", "sample/reference.csv"))
     holdout = pd.read_csv(ARTIFACTS / "embed/holdout.csv")
-    metrics = judge(oracle, ctx.space.from_str(read_json(ARTIFACTS / "sample/best.json")["arch"]),
+    reranked = pd.read_csv(ARTIFACTS / "rerank/rerank.csv")
+    metrics = judge(oracle, ctx.space.from_str(read_json(ARTIFACTS / "rerank/best.json")["arch"]),
                     ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/top.csv").archs,
                     {"warmup": (warmup.archs, warmup.scores), "pool": (final.archs, final.scores),
                      "supernet": (reference.archs, reference.scores),
-                     "predictor": ([ctx.space.from_str(a) for a in holdout["arch"]], holdout["predicted"].tolist())})
+                     "predictor": ([ctx.space.from_str(a) for a in holdout["arch"]], holdout["predicted"].tolist()),
+                     "rerank": ([ctx.space.from_str(a) for a in reranked["arch"]],
+                                reranked["validation_score"].tolist())})
     shown, which = (reference, "reference cells") if len(reference) >= 2 else (warmup, "warmup pool")
     plot_scatter(shown.scores, true_accuracies(oracle, shown.archs), out / "truth_scatter.png",
                  ctx.task.objective(ctx.params).score_label, f"true accuracy ({ctx.params.evaluate.truth.report_col})",
@@ -67,7 +70,7 @@ def main(ctx):
     model, card = load_model(ARTIFACTS / "retrain/model.pt", device=ctx.device)
     evaluation = ctx.task.evaluate(model, card, data, p.evaluate, ctx.device)
     metrics = {**evaluation.metrics, "arch": card["arch"]}
-    for stage in ("embed", "sample"):
+    for stage in ("embed", "sample", "rerank"):
         if (ARTIFACTS / stage / "metrics.json").exists():
             metrics.update({f"{stage}_{k}": v for k, v in read_json(ARTIFACTS / stage / "metrics.json").items()})
     with atomic_dir(ctx.out) as out:

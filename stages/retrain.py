@@ -28,14 +28,14 @@ CODE = ("stages/retrain.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/t
 def main(ctx):
     p, r = ctx.params, ctx.params.retrain
     data = prepared_dir(p, final=True)
-    require_inputs(data / "meta.json", *([] if r.arch else [ARTIFACTS / "sample/best.json"]))
-    arch = ctx.space.to_str(ctx.space.from_str(r.arch or read_json(ARTIFACTS / "sample/best.json")["arch"]))
+    require_inputs(data / "meta.json", *([] if r.arch else [ARTIFACTS / "rerank/best.json"]))
+    arch = ctx.space.to_str(ctx.space.from_str(r.arch or read_json(ARTIFACTS / "rerank/best.json")["arch"]))
     fingerprint = hashlib.sha256(json.dumps(
         {"arch": arch, "retrain": ctx.provenance()["params"]["retrain"], "seed": p.seed,
          "data": read_json(data / "meta.json").get("fingerprint"),
          "code": source_fingerprint(Path(__file__).resolve().parents[1], CODE)},
         sort_keys=True, default=str).encode()).hexdigest()
-    result = ctx.task.retrain(ctx, arch, data, CHECKPOINT, fingerprint,
+    result = ctx.task.retrain(ctx, arch, data, r.child, r.train, r.train_on_valid, CHECKPOINT, fingerprint,
                               on_epoch=lambda rec: ctx.run.log_metrics(numeric(rec), step=rec["epoch"]))
     if not ctx.dist.is_main:  # under torchrun, rank 0 writes
         return

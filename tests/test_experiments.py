@@ -9,7 +9,7 @@ import yaml
 from rnas.tracking import CHANGED_TAG, PIPELINE_KEY_TAG, REUSED_TAG_PREFIX, STAGE_TAG, flatten_params
 from tests.test_pipeline import clone_project, run
 
-STAGES = ("prepare", "warmup", "embed", "sample", "retrain", "evaluate")
+STAGES = ("prepare", "warmup", "embed", "sample", "rerank", "retrain", "evaluate")
 PROFILE = ("-S", "profile=smoke", "-S", "device=cpu", "-S", "threads=1")  # as the project was committed
 VARIANTS = {"strategy-random": "search.strategy=random", "retrain-1-epoch": "retrain.train.epochs=1"}
 # the README's command for comparing experiments

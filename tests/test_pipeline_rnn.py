@@ -16,7 +16,7 @@ from rnas.config import ConfigError
 from rnas.params import parse_params
 from tests.test_pipeline import ROOT, clone_project, copy_sources, run
 
-STAGES = ("prepare", "warmup", "embed", "sample", "retrain", "evaluate")
+STAGES = ("prepare", "warmup", "embed", "sample", "rerank", "retrain", "evaluate")
 NOUNS, VERBS, ADJECTIVES = ("cat", "dog", "bird", "fish", "cow"), ("sees", "eats", "likes", "chases"), ("big", "red")
 VOCAB_SIZE = len(NOUNS) + len(VERBS) + len(ADJECTIVES) + 2  # and "the", "<eos>"
 

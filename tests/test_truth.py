@@ -118,14 +118,21 @@ def nb201_run(tmp_path_factory):
 
 def test_nb201_run_is_judged_by_the_table_that_only_evaluate_opens(nb201_run):
     project, table, result, opens, _ = nb201_run
-    for stage in ("prepare", "warmup", "embed", "sample", "retrain", "evaluate"):
+    for stage in ("prepare", "warmup", "embed", "sample", "rerank", "retrain", "evaluate"):
         assert f"Running stage '{stage}'" in result.stdout
     assert opens.read_text().split() == ["evaluate.py"]  # no search stage (nor DVC) read the truth
 
     artifacts = project / "artifacts"
     metrics = json.loads((artifacts / "evaluate/metrics.json").read_text())
     truth = pd.read_csv(table).set_index("arch_str")["test_acc_200ep"]
-    found = json.loads((artifacts / "sample/best.json").read_text())["arch"]
+    # the final pool's top 3 by supernet score, re-ranked by a short training: the best validation wins
+    reranked, pool = pd.read_csv(artifacts / "rerank/rerank.csv"), pd.read_csv(artifacts / "sample/pool_final.csv")
+    assert reranked["arch"].tolist() == pool.sort_values("score", ascending=False, kind="stable")["arch"][:3].tolist()
+    found = json.loads((artifacts / "rerank/best.json").read_text())["arch"]
+    assert found == reranked["arch"][reranked["validation_score"].idxmax()]
+    assert (reranked["validation_score"] == reranked["valid_accuracy"]).all()
+    assert metrics["truth_rerank_n"] == 3 and metrics["rerank_candidates"] == 3
+    assert metrics["truth_rerank_pick_acc"] == pytest.approx(truth[found])
     assert metrics["truth_found_acc"] == pytest.approx(truth[found])
     assert metrics["truth_found_percentile"] == pytest.approx(100 * (truth <= truth[found]).mean())
     reference = pd.read_csv(artifacts / "sample/reference.csv")

@@ -135,10 +135,15 @@ class Task(ABC):
         """A fresh supernet for the prepared data in ``data``, sized for ``supernet_epochs``."""
 
     @abstractmethod
-    def retrain(self, ctx: StageContext, arch: str, data: Path, checkpoint: Path, fingerprint: str,
-                on_epoch: EpochCallback) -> Retrained:
-        """Train ``arch`` from scratch, checkpointing to ``checkpoint`` every epoch and resuming
-        from it when it carries ``fingerprint``."""
+    def retrain(self, ctx: StageContext, arch: str, data: Path, child: Any, train: Any, train_on_valid: bool,
+                checkpoint: Path, fingerprint: str, on_epoch: EpochCallback | None) -> Retrained:
+        """Train ``arch`` from scratch (network ``child``, recipe ``train``: the task's retrain
+        configs), checkpointing to ``checkpoint`` every epoch and resuming from it when it carries
+        ``fingerprint``. ``train_on_valid``: also train on the validation split, where the task can."""
+
+    @abstractmethod
+    def validation_score(self, record: dict[str, Any]) -> float:
+        """A retraining's quality on the validation split, higher is better, from its last epoch's record."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, card: dict[str, Any], data: Path, cfg: EvaluateParams,

@@ -51,6 +51,8 @@ class ImageTask(Task):
                     "must be false for space nb201 (its network has no auxiliary head)")
             require(params.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
                     "must be 0 for space nb201 (its network has no drop-path)")
+        require(params.rerank.top == 0 or params.data.search.valid_fraction > 0, "rerank.top",
+                "re-ranking needs a validation split: set data.search.valid_fraction > 0, or rerank.top: 0")
 
     def objective(self, params):
         return OBJECTIVES[params.warmup.train.score_by]
@@ -67,19 +69,22 @@ class ImageTask(Task):
                                   dist=ctx.dist)
         return Supernet(trainer, trainer.train_batches(train, p.seed), trainer.score_batches(valid), self.objective(p))
 
-    def retrain(self, ctx, arch, data, checkpoint, fingerprint, on_epoch):
-        r = ctx.params.retrain
-        train = load_split(data, "train")
+    def retrain(self, ctx, arch, data, child, train, train_on_valid, checkpoint, fingerprint, on_epoch):
+        train_split = load_split(data, "train")
         valid = load_split(data, "valid") if (data / "valid.pt").exists() else None
-        if r.train_on_valid and valid is not None:
-            train, valid = joined(train, valid), None
-        model = build_network(arch, r.child, len(train.classes), train.images.shape[1], ctx.space.name)
-        history = train_child(model, r.train, child_batches(train, r.train, ctx.dist, train=True, seed=ctx.params.seed),
-                              child_batches(valid, r.train, ctx.dist, train=False) if valid is not None else None,
+        if train_on_valid and valid is not None:
+            train_split, valid = joined(train_split, valid), None
+        model = build_network(arch, child, len(train_split.classes), train_split.images.shape[1], ctx.space.name)
+        history = train_child(model, train, child_batches(train_split, train, ctx.dist, train=True,
+                                                          seed=ctx.params.seed),
+                              child_batches(valid, train, ctx.dist, train=False) if valid is not None else None,
                               ctx.device, checkpoint, fingerprint, dist=ctx.dist, on_epoch=on_epoch)
-        card = model_card(ctx.space.name, arch, r.child, len(train.classes), train.images.shape[1], train.classes,
-                          train.mean, train.std, ctx.provenance())
+        card = model_card(ctx.space.name, arch, child, len(train_split.classes), train_split.images.shape[1],
+                          train_split.classes, train_split.mean, train_split.std, ctx.provenance())
         return Retrained(model, card, history)
+
+    def validation_score(self, record):
+        return record["valid_accuracy"]
 
     def evaluate(self, model, card, data: Path, cfg, device):
         test = evaluate_model(model, card, load_split(data, "test"), device, cfg.batch_size,

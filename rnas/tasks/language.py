@@ -45,13 +45,16 @@ class LanguageTask(Task):
         trainer = LMSupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed)
         return Supernet(trainer, trainer.train_data(corpus.train), trainer.score_data(corpus.valid), self.objective(p))
 
-    def retrain(self, ctx, arch, data, checkpoint, fingerprint, on_epoch):
-        r, corpus = ctx.params.retrain, load_prepared_corpus(data)
-        model = build_language_model(arch, r.child, len(corpus.vocab))
-        history = train_language_model(model, r.train, corpus.train, corpus.valid, ctx.device, checkpoint,
+    def retrain(self, ctx, arch, data, child, train, train_on_valid, checkpoint, fingerprint, on_epoch):
+        corpus = load_prepared_corpus(data)  # valid is never trained on: it decides the switch to averaged SGD
+        model = build_language_model(arch, child, len(corpus.vocab))
+        history = train_language_model(model, train, corpus.train, corpus.valid, ctx.device, checkpoint,
                                        fingerprint, on_epoch=on_epoch)
-        card = language_model_card(arch, r.child, corpus.vocab, r.train.bptt, ctx.provenance())
+        card = language_model_card(arch, child, corpus.vocab, train.bptt, ctx.provenance())
         return Retrained(model, card, history)
+
+    def validation_score(self, record):
+        return -record["valid_loss"]
 
     def evaluate(self, model, card, data: Path, cfg, device):
         corpus = load_prepared_corpus(data)

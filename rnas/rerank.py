@@ -1,0 +1,40 @@
+"""Re-ranking the search's best cells by a short stand-alone training (ALGORITHM.md §5, "Finish").
+
+A weight-sharing supernet ranks cells coarsely: its top holds good and ordinary cells alike. Each
+of the top few is trained from scratch for a few epochs and the one with the best validation score
+wins. ``rerank`` keeps what it has measured in ``done`` (arch string -> record) so that an
+interrupted run resumes after its last finished cell.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from rnas.pool import ArchPool
+from rnas.spaces import SearchSpace
+
+#: arch string -> the last epoch's record of its short training (``validation_score``: higher is better)
+Measure = Callable[[str], dict[str, Any]]
+
+
+def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dict[str, dict[str, Any]],
+           on_measured: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """One row per candidate, in supernet order: its supernet score and what ``measure`` found.
+
+    Cells already in ``done`` are not measured again; ``on_measured`` gets ``done`` after each new one.
+    """
+    rows = []
+    for rank, (arch, score) in enumerate(zip(candidates.archs, candidates.scores), start=1):
+        key = space.to_str(arch)
+        if key not in done:
+            start = time.perf_counter()
+            done[key] = {**measure(key), "seconds": time.perf_counter() - start}
+            if on_measured is not None:
+                on_measured(done)
+        rows.append({"supernet_rank": rank, "arch": key, "supernet_score": score, **done[key]})
+    return rows
+
+
+def winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the best validation score; between equals, the one the supernet ranked higher."""
+    return max(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))

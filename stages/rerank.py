@@ -1,0 +1,83 @@
+"""rerank: the final pool's top ``rerank.top`` cells (by supernet score) each trained from scratch
+for ``rerank.epochs`` (the retrain network and recipe, on the search data, without its validation
+split) and ranked by validation; the winner goes to retrain. ``rerank.top: 0`` passes the supernet's
+pick through. Resumes after an interruption: finished cells and the current cell's epochs are kept
+in artifacts/rerank_state/ under a fingerprint of everything that shapes them.
+"""
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from rnas.artifacts import atomic_dir, read_json, source_fingerprint, write_json
+from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, stage_main
+from rnas.pool import ArchPool
+from rnas.rerank import rerank, winner
+
+#: outside the stage's output folder (and not a DVC output): it survives an interrupted run
+STATE = ARTIFACTS / "rerank_state"
+#: the code that shapes a measurement (rerank's code deps in dvc.yaml; a test keeps them equal)
+CODE = ("stages/rerank.py", "rnas/rerank.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/training",
+        "rnas/ops.py", "rnas/spaces")
+
+
+def load_done(fingerprint: str) -> dict:
+    """Cells measured by an interrupted run of the same configuration."""
+    path = STATE / "measured.json"
+    state = read_json(path) if path.exists() else {}
+    return dict(state.get("measured", {})) if state.get("fingerprint") == fingerprint else {}
+
+
+@stage_main("rerank")
+def main(ctx):
+    p, k = ctx.params, ctx.params.rerank
+    data = prepared_dir(p, final=False)
+    require_inputs(data / "meta.json", ARTIFACTS / "sample/best.json", ARTIFACTS / "sample/pool_final.csv")
+    best = read_json(ARTIFACTS / "sample/best.json")
+    candidates = ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv").top(k.top)
+    train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
+    fingerprint = hashlib.sha256(json.dumps(
+        {"rerank": dataclasses.asdict(k), "child": dataclasses.asdict(p.retrain.child),
+         "train": dataclasses.asdict(train), "seed": p.seed, "data": read_json(data / "meta.json").get("fingerprint"),
+         "code": source_fingerprint(Path(__file__).resolve().parents[1], CODE)},
+        sort_keys=True, default=str).encode()).hexdigest()
+
+    def measure(arch: str) -> dict:
+        print(f"[rerank] training {arch} for {k.epochs} epochs", file=sys.stderr, flush=True)
+        checkpoint = STATE / "checkpoint.pt"
+        history = ctx.task.retrain(ctx, arch, data, p.retrain.child, train, False, checkpoint,
+                                   f"{fingerprint}:{arch}", on_epoch=None).history
+        checkpoint.unlink(missing_ok=True)
+        last = {key: value for key, value in history[-1].items() if key.startswith(("train_", "valid_"))}
+        return {"validation_score": ctx.task.validation_score(history[-1]), **last}
+
+    done = load_done(fingerprint)
+    rows = rerank(ctx.space, candidates, measure, done,
+                  on_measured=lambda d: write_json(STATE / "measured.json", {"fingerprint": fingerprint, "measured": d}))
+    if rows:
+        chosen = winner(rows)
+        best = {**best, "arch": chosen["arch"], "score": chosen["supernet_score"],
+                "validation_score": chosen["validation_score"], "supernet_rank": chosen["supernet_rank"]}
+    metrics = {"candidates": len(rows), "supernet_rank": best.get("supernet_rank", 1),
+               **({"validation_score": best["validation_score"]} if rows else {})}
+    ctx.run.log_metrics(metrics)
+    with atomic_dir(ctx.out) as out:
+        pd.DataFrame(rows, columns=None if rows else ["supernet_rank", "arch", "supernet_score", "validation_score"]
+                     ).to_csv(out / "rerank.csv", index=False)
+        write_json(out / "best.json", best)
+        write_json(out / "metrics.json", metrics)
+        ctx.write_provenance(out)
+    (STATE / "measured.json").unlink(missing_ok=True)  # delivered: a rerun measures anew
+    ctx.run.log_artifact(ctx.out / "rerank.csv")
+    if rows:
+        print(f"[rerank] {len(rows)} cells trained {k.epochs} epochs; the winner, supernet rank "
+              f"{best['supernet_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
+    else:
+        print(f"[rerank] rerank.top is 0: the supernet's pick goes to retrain: {best['arch']}")
+
+
+if __name__ == "__main__":
+    main()

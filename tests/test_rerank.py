@@ -1,0 +1,58 @@
+"""Re-ranking the search's best cells by a short stand-alone training (rnas.rerank, stages/rerank.py)."""
+import pytest
+
+from rnas.config import ConfigError, from_dict
+from rnas.params import PipelineParams
+from rnas.pool import ArchPool
+from rnas.rerank import rerank, winner
+from rnas.spaces.nb201 import NB201Space
+from rnas.tasks import get_task
+
+SPACE = NB201Space()
+CELLS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+         "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|none~2|",
+         "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|nor_conv_1x1~2|"]
+
+
+def candidates():
+    # supernet order: CELLS[1] (0.9), CELLS[2] (0.8), CELLS[0] (0.7)
+    return ArchPool(SPACE, [SPACE.from_str(c) for c in CELLS], [0.7, 0.9, 0.8]).top(3)
+
+
+def test_rerank_measures_each_candidate_once_in_supernet_order_and_resumes():
+    measured, saved = [], []
+    validation = {CELLS[0]: 0.6, CELLS[1]: 0.4, CELLS[2]: 0.5}
+
+    def measure(arch):
+        measured.append(arch)
+        return {"validation_score": validation[arch], "valid_accuracy": validation[arch]}
+
+    done = {CELLS[1]: {"validation_score": 0.4, "valid_accuracy": 0.4, "seconds": 1.0}}  # an interrupted run's
+    rows = rerank(SPACE, candidates(), measure, done, on_measured=lambda d: saved.append(sorted(d)))
+    assert measured == [CELLS[2], CELLS[0]]  # the one already measured is not trained again
+    assert saved == [sorted([CELLS[1], CELLS[2]]), sorted(CELLS)]  # saved after each new measurement
+    assert [(r["supernet_rank"], r["arch"], r["supernet_score"]) for r in rows] == [
+        (1, CELLS[1], 0.9), (2, CELLS[2], 0.8), (3, CELLS[0], 0.7)]
+    assert winner(rows)["arch"] == CELLS[0]  # supernet rank 3, the best validation score
+
+
+def test_winner_ties_go_to_the_supernets_higher_rank():
+    rows = [{"supernet_rank": 1, "validation_score": 0.5}, {"supernet_rank": 2, "validation_score": 0.7},
+            {"supernet_rank": 3, "validation_score": 0.7}]
+    assert winner(rows)["supernet_rank"] == 2
+
+
+def test_validation_scores_are_higher_is_better_for_both_tasks():
+    assert get_task("image").validation_score({"valid_accuracy": 0.8, "valid_loss": 0.5}) == 0.8
+    assert get_task("language").validation_score({"valid_loss": 4.5, "valid_ppl": 90.0}) == -4.5
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"rerank": {"top": -1}}, r"^rerank\.top: must be >= 0"),
+    ({"rerank": {"epochs": 0}}, r"^rerank\.epochs: must be positive"),
+    ({"rerank": {"top": 1001}}, r"^rerank\.top: must be at most warmup\.pool_size"),
+    ({"rerank": {"top": 2}, "data": {"search": {"valid_fraction": 0.0}}}, r"^rerank\.top: re-ranking needs a validation"),
+])
+def test_bad_rerank_params_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(PipelineParams, data)
