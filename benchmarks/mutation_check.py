@@ -84,6 +84,12 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "local search around the worst observed": (
         [("rnas/strategies/local.py", "sorted(history, key=lambda o: -o.score)", "sorted(history, key=lambda o: o.score)")],
         STRATEGY_TESTS),
+    "re-rank winner the worst validation score": (
+        [("rnas/rerank.py", 'return max(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))',
+          'return min(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))')],
+        ["tests/test_rerank.py"]),
+    "re-rank retrains cells an interrupted run measured": (
+        [("rnas/rerank.py", "        if key not in done:\n", "        if True:\n")], ["tests/test_rerank.py"]),
 }
 
 

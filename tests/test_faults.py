@@ -9,6 +9,7 @@ Each case runs as a process of its own, in its own folder made from one prepared
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import json
 import os
@@ -138,6 +139,7 @@ CASES = [
     Case("seed negative", stage("check"), "seed", {"seed": -1}),
     Case("device unknown", stage("check"), "device", {"device": "foo"}),
     Case("arch too short", stage("check"), "retrain.arch", {"retrain.arch": "0 1 2"}),
+    Case("rerank top negative", stage("check"), "rerank.top", {"rerank.top": -1}),
     Case("arch bad token", stage("check"), "retrain.arch", {"retrain.arch": ARCH.replace("0", "x", 1)}),
     Case("wrong type", stage("check"), "warmup.pool_size", {"warmup.pool_size": "many"}),
     Case("zero batch size", stage("check"), "retrain.train.batch_size", {"retrain.train.batch_size": 0}),
@@ -183,6 +185,9 @@ CASES = [
                           write("artifacts/embed/controller.pt", b"")(f))),
     Case("controller without weights", stage("sample"), "artifacts/embed/controller.pt", artifacts=ALL,
          setup=write("artifacts/embed/controller.pt", torch_file({"seed": 0}))),
+    Case("garbage pool_final.csv", stage("rerank"), "artifacts/sample/pool_final.csv", {"rerank.top": 2},
+         artifacts=ALL, setup=lambda f: (write("artifacts/sample/best.json", b'{"arch": "x", "score": 1}')(f),
+                                         write("artifacts/sample/pool_final.csv", b"\x00garbage\x01\n")(f))),
     Case("corrupt best.json", stage("retrain"), "artifacts/rerank/best.json", artifacts=ALL,
          setup=write("artifacts/rerank/best.json", b"{not json")),
     Case("diverging retrain", stage("retrain"), "lr", {"retrain.arch": ARCH, "retrain.train.lr_max": 1e6},
@@ -429,11 +434,11 @@ def test_ctrl_c_is_one_line_and_status_130(scratch, tmp_path):
     assert stderr.strip().splitlines()[-1] == "interrupted"
 
 
-def test_retrain_fingerprint_covers_the_code_dvc_reruns_it_for():
-    from stages.retrain import CODE
-
-    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["retrain"]["deps"]
-    assert set(CODE) == {d for d in deps if d.startswith(("rnas", "stages"))}
+@pytest.mark.parametrize("name", ["retrain", "rerank"])
+def test_resume_fingerprint_covers_the_code_dvc_reruns_the_stage_for(name):
+    code = importlib.import_module(f"stages.{name}").CODE
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["deps"]
+    assert set(code) == {d for d in deps if d.startswith(("rnas", "stages"))}
 
 
 def test_source_fingerprint_changes_with_the_code_only(tmp_path):

@@ -56,3 +56,14 @@ def test_validation_scores_are_higher_is_better_for_both_tasks():
 def test_bad_rerank_params_name_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(PipelineParams, data)
+
+
+def test_an_interrupted_runs_measurements_are_reused_only_by_the_same_configuration(tmp_path, monkeypatch):
+    from rnas.artifacts import write_json
+    from stages.rerank import STATE, load_done
+
+    monkeypatch.chdir(tmp_path)
+    assert load_done("a") == {}  # nothing measured yet
+    write_json(STATE / "measured.json", {"fingerprint": "a", "measured": {CELLS[0]: {"validation_score": 0.5}}})
+    assert load_done("a") == {CELLS[0]: {"validation_score": 0.5}}
+    assert load_done("b") == {}  # other params, seed, data or code: measured anew

@@ -7,10 +7,11 @@
 
 Runs ``dvc exp run <overrides> -S search.strategy=S -S search.seed=K`` for every strategy and
 search seed, one after the other in this workspace. The supernet (warmup) and the embedding are the
-same in every run, so DVC reruns only sample, retrain and evaluate; with ``search.epochs_per_round:
+same in every run, so DVC reruns only sample, rerank, retrain and evaluate; with ``search.epochs_per_round:
 0`` (the nb201-cpu profile) the supernet also stays fixed during the search, and the strategies
 differ only in what they propose. Appends one row per run to --out (true test accuracy of the found
-cell and of the top cells, the supernet's score of the found cell, stage seconds) and prints, per
+cell, of the supernet's own pick before re-ranking and of the top cells; the found cell's supernet
+score and rank) and prints, per
 strategy, the mean and standard deviation over seeds as one JSON line each.
 """
 from __future__ import annotations
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ("truth_found_acc", "truth_found_percentile", "truth_top_mean_acc", "truth_top_max_acc",
-           "truth_pool_max_acc", "truth_predictor_kendall_tau")
+COLUMNS = ("truth_found_acc", "truth_found_percentile", "truth_pool_pick_acc", "truth_top_mean_acc",
+           "truth_top_max_acc", "truth_pool_max_acc", "truth_rerank_max_acc", "truth_rerank_kendall_tau",
+           "truth_predictor_kendall_tau")
 
 
 def run_one(overrides: list[str], strategy: str, seed: int) -> dict:
@@ -34,8 +36,9 @@ def run_one(overrides: list[str], strategy: str, seed: int) -> dict:
     command = ["dvc", "exp", "run", *overrides, "-S", f"search.strategy={strategy}", "-S", f"search.seed={seed}"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads(Path("artifacts/evaluate/metrics.json").read_text())
-    best = json.loads(Path("artifacts/sample/best.json").read_text())
+    best = json.loads(Path("artifacts/rerank/best.json").read_text())
     return {"strategy": strategy, "seed": seed, "arch": best["arch"], "supernet_score": best["score"],
+            "supernet_rank": best.get("supernet_rank", 1),
             **{k: metrics.get(k) for k in COLUMNS}, "wall_seconds": round(time.perf_counter() - start, 1),
             "loadavg": os.getloadavg()[0]}
 
