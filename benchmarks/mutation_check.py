@@ -89,7 +89,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
           'return min(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))')],
         ["tests/test_rerank.py"]),
     "re-rank retrains cells an interrupted run measured": (
-        [("rnas/rerank.py", "        if key not in done:\n", "        if True:\n")], ["tests/test_rerank.py"]),
+        [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
 }
 
 

@@ -2,8 +2,8 @@
 
 A weight-sharing supernet ranks cells coarsely: its top holds good and ordinary cells alike. Each
 of the top few is trained from scratch for a few epochs and the one with the best validation score
-wins. ``rerank`` keeps what it has measured in ``done`` (arch string -> record) so that an
-interrupted run resumes after its last finished cell.
+wins. ``rerank`` keeps what it has measured in ``done`` (arch string -> record), so that an
+interrupted run resumes after its last finished cell and later runs reuse the measurements.
 """
 from __future__ import annotations
 
@@ -21,17 +21,19 @@ def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dic
            on_measured: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """One row per candidate, in supernet order: its supernet score and what ``measure`` found.
 
-    Cells already in ``done`` are not measured again; ``on_measured`` gets ``done`` after each new one.
+    Cells already in ``done`` are not measured again (``reused``); ``on_measured`` gets ``done``
+    after each new measurement.
     """
     rows = []
     for rank, (arch, score) in enumerate(zip(candidates.archs, candidates.scores), start=1):
         key = space.to_str(arch)
-        if key not in done:
+        reused = key in done
+        if not reused:
             start = time.perf_counter()
             done[key] = {**measure(key), "seconds": time.perf_counter() - start}
             if on_measured is not None:
                 on_measured(done)
-        rows.append({"supernet_rank": rank, "arch": key, "supernet_score": score, **done[key]})
+        rows.append({"supernet_rank": rank, "arch": key, "supernet_score": score, **done[key], "reused": reused})
     return rows
 
 

@@ -1,8 +1,13 @@
 """rerank: the final pool's top ``rerank.top`` cells (by supernet score) each trained from scratch
 for ``rerank.epochs`` (the retrain network and recipe, on the search data, without its validation
 split) and ranked by validation; the winner goes to retrain. ``rerank.top: 0`` passes the supernet's
-pick through. Resumes after an interruption: finished cells and the current cell's epochs are kept
-in artifacts/rerank_state/ under a fingerprint of everything that shapes them.
+pick through.
+
+Every cell is trained from the same seed, so its result depends on the cell and the configuration
+only, not on the order or the other candidates. artifacts/rerank_state/ keeps, under a fingerprint
+of that configuration (params, seed, data, code), every cell measured so far and the current cell's
+epochs: an interrupted run resumes, and a rerun with another search strategy or search seed on the
+same supernet trains only the cells no earlier run did.
 """
 import dataclasses
 import hashlib
@@ -13,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from rnas.artifacts import atomic_dir, read_json, source_fingerprint, write_json
-from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, stage_main
+from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, seed_everything, stage_main
 from rnas.pool import ArchPool
 from rnas.rerank import rerank, winner
 
-#: outside the stage's output folder (and not a DVC output): it survives an interrupted run
+#: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"
 #: the code that shapes a measurement (rerank's code deps in dvc.yaml; a test keeps them equal)
 CODE = ("stages/rerank.py", "rnas/rerank.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/training",
@@ -25,7 +30,7 @@ CODE = ("stages/rerank.py", "rnas/rerank.py", "rnas/tasks", "rnas/data", "rnas/n
 
 
 def load_done(fingerprint: str) -> dict:
-    """Cells measured by an interrupted run of the same configuration."""
+    """Cells measured by earlier runs of the same configuration."""
     path = STATE / "measured.json"
     state = read_json(path) if path.exists() else {}
     return dict(state.get("measured", {})) if state.get("fingerprint") == fingerprint else {}
@@ -40,13 +45,14 @@ def main(ctx):
     candidates = ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv").top(k.top)
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
     fingerprint = hashlib.sha256(json.dumps(
-        {"rerank": dataclasses.asdict(k), "child": dataclasses.asdict(p.retrain.child),
+        {"child": dataclasses.asdict(p.retrain.child),
          "train": dataclasses.asdict(train), "seed": p.seed, "data": read_json(data / "meta.json").get("fingerprint"),
          "code": source_fingerprint(Path(__file__).resolve().parents[1], CODE)},
         sort_keys=True, default=str).encode()).hexdigest()
 
     def measure(arch: str) -> dict:
         print(f"[rerank] training {arch} for {k.epochs} epochs", file=sys.stderr, flush=True)
+        seed_everything(p.seed)
         checkpoint = STATE / "checkpoint.pt"
         history = ctx.task.retrain(ctx, arch, data, p.retrain.child, train, False, checkpoint,
                                    f"{fingerprint}:{arch}", on_epoch=None).history
@@ -62,6 +68,7 @@ def main(ctx):
         best = {**best, "arch": chosen["arch"], "score": chosen["supernet_score"],
                 "validation_score": chosen["validation_score"], "supernet_rank": chosen["supernet_rank"]}
     metrics = {"candidates": len(rows), "supernet_rank": best.get("supernet_rank", 1),
+               "trained": sum(not row["reused"] for row in rows),
                **({"validation_score": best["validation_score"]} if rows else {})}
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:
@@ -70,10 +77,11 @@ def main(ctx):
         write_json(out / "best.json", best)
         write_json(out / "metrics.json", metrics)
         ctx.write_provenance(out)
-    (STATE / "measured.json").unlink(missing_ok=True)  # delivered: a rerun measures anew
     ctx.run.log_artifact(ctx.out / "rerank.csv")
     if rows:
-        print(f"[rerank] {len(rows)} cells trained {k.epochs} epochs; the winner, supernet rank "
+        reused = sum(row["reused"] for row in rows)
+        print(f"[rerank] {len(rows)} cells trained {k.epochs} epochs ({reused} measured by an earlier run); "
+              f"the winner, supernet rank "
               f"{best['supernet_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
     else:
         print(f"[rerank] rerank.top is 0: the supernet's pick goes to retrain: {best['arch']}")

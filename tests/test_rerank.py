@@ -31,8 +31,8 @@ def test_rerank_measures_each_candidate_once_in_supernet_order_and_resumes():
     rows = rerank(SPACE, candidates(), measure, done, on_measured=lambda d: saved.append(sorted(d)))
     assert measured == [CELLS[2], CELLS[0]]  # the one already measured is not trained again
     assert saved == [sorted([CELLS[1], CELLS[2]]), sorted(CELLS)]  # saved after each new measurement
-    assert [(r["supernet_rank"], r["arch"], r["supernet_score"]) for r in rows] == [
-        (1, CELLS[1], 0.9), (2, CELLS[2], 0.8), (3, CELLS[0], 0.7)]
+    assert [(r["supernet_rank"], r["arch"], r["supernet_score"], r["reused"]) for r in rows] == [
+        (1, CELLS[1], 0.9, True), (2, CELLS[2], 0.8, False), (3, CELLS[0], 0.7, False)]
     assert winner(rows)["arch"] == CELLS[0]  # supernet rank 3, the best validation score
 
 
@@ -58,7 +58,7 @@ def test_bad_rerank_params_name_the_key(data, message):
         from_dict(PipelineParams, data)
 
 
-def test_an_interrupted_runs_measurements_are_reused_only_by_the_same_configuration(tmp_path, monkeypatch):
+def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path, monkeypatch):
     from rnas.artifacts import write_json
     from stages.rerank import STATE, load_done
 

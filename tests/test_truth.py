@@ -151,6 +151,17 @@ def test_nb201_run_is_judged_by_the_table_that_only_evaluate_opens(nb201_run):
     assert runs and runs[0].data.metrics["truth_found_acc"] == pytest.approx(truth[found])
 
 
+def test_a_larger_rerank_trains_only_the_new_candidates(nb201_run):
+    project, _, _, _, overrides = nb201_run
+    before = pd.read_csv(project / "artifacts/rerank/rerank.csv")
+    assert not before["reused"].any()
+    result = run(["dvc", "exp", "run", *overrides, "-S", "rerank.top=4", "-n", "nb201-rerank4"], project)
+    assert "Stage 'sample' didn't change, skipping" in result.stdout
+    after = pd.read_csv(project / "artifacts/rerank/rerank.csv")
+    assert after["reused"].tolist() == [True, True, True, False]
+    assert after.drop(columns="reused")[:3].equals(before.drop(columns="reused"))  # the same records
+
+
 def test_another_search_seed_reuses_the_trained_supernet(nb201_run):
     project, _, _, _, overrides = nb201_run
     result = run(["dvc", "exp", "run", *overrides, "-S", "search.seed=1", "-S", "search.strategy=random",
