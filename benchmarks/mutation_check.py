@@ -88,6 +88,8 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/rerank.py", 'return max(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))',
           'return min(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))')],
         ["tests/test_rerank.py"]),
+    "re-rank candidates ignore the minimum distance": (
+        [("rnas/rerank.py", ">= min_distance for j in chosen)", ">= 0 for j in chosen)")], ["tests/test_rerank.py"]),
     "re-rank retrains cells an interrupted run measured": (
         [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
 }

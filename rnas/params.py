@@ -103,14 +103,17 @@ class SearchParams:
 @dataclass
 class RerankParams:
     """ALGORITHM.md §5, "optionally re-rank the top 5 by a short stand-alone training": the final
-    pool's ``top`` cells by supernet score, each trained from scratch for ``epochs`` with the retrain
+    pool's ``top`` cells by supernet score (``min_distance`` slots apart), each trained from scratch for ``epochs`` with the retrain
     network and recipe (``retrain.child``, ``retrain.train``) on the search data's training split,
     ranked by the validation split. 0: no re-ranking, the supernet's pick goes to retrain."""
     top: int = 0
     epochs: int = 10
+    #: each candidate differs from every better-scored one in at least this many slots (1: the plain top)
+    min_distance: int = 1
 
     def check(self):
         require(self.top >= 0, "top", "must be >= 0 (0: keep the supernet's pick)")
+        require(self.min_distance >= 1, "min_distance", "must be >= 1 (1: the plain top by supernet score)")
         require(self.epochs > 0, "epochs", "must be positive")
 
 

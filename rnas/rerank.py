@@ -17,6 +17,20 @@ from rnas.spaces import SearchSpace
 Measure = Callable[[str], dict[str, Any]]
 
 
+def candidates(pool: ArchPool, top: int, min_distance: int = 1) -> ArchPool:
+    """The pool's best ``top`` cells by supernet score, each differing from every better-scored
+    candidate in at least ``min_distance`` slots (1: the plain top). A supernet scores a cell and
+    its near copies alike, and a search concentrates its pool around the supernet's favourite, so
+    the plain top can be one family of cells; a distance spreads the trainings over several."""
+    chosen: list[int] = []
+    for i in pool.order():
+        if len(chosen) == top:
+            break
+        if all(sum(a != b for a, b in zip(pool.archs[i], pool.archs[j])) >= min_distance for j in chosen):
+            chosen.append(i)
+    return pool.subset(chosen)
+
+
 def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dict[str, dict[str, Any]],
            on_measured: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """One row per candidate, in supernet order: its supernet score and what ``measure`` found.

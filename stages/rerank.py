@@ -1,7 +1,7 @@
-"""rerank: the final pool's top ``rerank.top`` cells (by supernet score) each trained from scratch
-for ``rerank.epochs`` (the retrain network and recipe, on the search data, without its validation
-split) and ranked by validation; the winner goes to retrain. ``rerank.top: 0`` passes the supernet's
-pick through.
+"""rerank: the final pool's top ``rerank.top`` cells (by supernet score, ``rerank.min_distance``
+slots apart) each trained from scratch for ``rerank.epochs`` (the retrain network and recipe, on
+the search data, without its validation split) and ranked by validation; the winner goes to
+retrain. ``rerank.top: 0`` passes the supernet's pick through.
 
 Every cell is trained from the same seed, so its result depends on the cell and the configuration
 only, not on the order or the other candidates. artifacts/rerank_state/ keeps, under a fingerprint
@@ -20,7 +20,7 @@ import pandas as pd
 from rnas.artifacts import atomic_dir, read_json, source_fingerprint, write_json
 from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, seed_everything, stage_main
 from rnas.pool import ArchPool
-from rnas.rerank import rerank, winner
+from rnas.rerank import candidates, rerank, winner
 
 #: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"
@@ -42,7 +42,7 @@ def main(ctx):
     data = prepared_dir(p, final=False)
     require_inputs(data / "meta.json", ARTIFACTS / "sample/best.json", ARTIFACTS / "sample/pool_final.csv")
     best = read_json(ARTIFACTS / "sample/best.json")
-    candidates = ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv").top(k.top)
+    pool = candidates(ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv"), k.top, k.min_distance)
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
     fingerprint = hashlib.sha256(json.dumps(
         {"child": dataclasses.asdict(p.retrain.child),
@@ -61,7 +61,7 @@ def main(ctx):
         return {"validation_score": ctx.task.validation_score(history[-1]), **last}
 
     done = load_done(fingerprint)
-    rows = rerank(ctx.space, candidates, measure, done,
+    rows = rerank(ctx.space, pool, measure, done,
                   on_measured=lambda d: write_json(STATE / "measured.json", {"fingerprint": fingerprint, "measured": d}))
     if rows:
         chosen = winner(rows)

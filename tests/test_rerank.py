@@ -4,7 +4,7 @@ import pytest
 from rnas.config import ConfigError, from_dict
 from rnas.params import PipelineParams
 from rnas.pool import ArchPool
-from rnas.rerank import rerank, winner
+from rnas.rerank import candidates, rerank, winner
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks import get_task
 
@@ -14,7 +14,7 @@ CELLS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_c
          "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|nor_conv_1x1~2|"]
 
 
-def candidates():
+def scored_pool():
     # supernet order: CELLS[1] (0.9), CELLS[2] (0.8), CELLS[0] (0.7)
     return ArchPool(SPACE, [SPACE.from_str(c) for c in CELLS], [0.7, 0.9, 0.8]).top(3)
 
@@ -28,7 +28,7 @@ def test_rerank_measures_each_candidate_once_in_supernet_order_and_resumes():
         return {"validation_score": validation[arch], "valid_accuracy": validation[arch]}
 
     done = {CELLS[1]: {"validation_score": 0.4, "valid_accuracy": 0.4, "seconds": 1.0}}  # an interrupted run's
-    rows = rerank(SPACE, candidates(), measure, done, on_measured=lambda d: saved.append(sorted(d)))
+    rows = rerank(SPACE, scored_pool(), measure, done, on_measured=lambda d: saved.append(sorted(d)))
     assert measured == [CELLS[2], CELLS[0]]  # the one already measured is not trained again
     assert saved == [sorted([CELLS[1], CELLS[2]]), sorted(CELLS)]  # saved after each new measurement
     assert [(r["supernet_rank"], r["arch"], r["supernet_score"], r["reused"]) for r in rows] == [
@@ -67,3 +67,13 @@ def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path
     write_json(STATE / "measured.json", {"fingerprint": "a", "measured": {CELLS[0]: {"validation_score": 0.5}}})
     assert load_done("a") == {CELLS[0]: {"validation_score": 0.5}}
     assert load_done("b") == {}  # other params, seed, data or code: measured anew
+
+
+def test_candidates_keep_the_minimum_distance_from_every_better_cell():
+    # slots differing from the best cell A: B 1, C 2, D 6; B and C differ in 1, C and D in 6
+    a = (1, 1, 1, 1, 1, 1)
+    b, c, d = (2, 1, 1, 1, 1, 1), (2, 2, 1, 1, 1, 1), (3, 3, 3, 3, 3, 3)
+    pool = ArchPool(SPACE, [d, c, b, a], [0.1, 0.7, 0.8, 0.9])
+    assert candidates(pool, 3).archs == [a, b, c]  # the plain top
+    assert candidates(pool, 3, min_distance=2).archs == [a, c, d]  # b is 1 slot from a
+    assert candidates(pool, 3, min_distance=3).archs == [a, d]  # c is 2 slots from a: fewer than asked
