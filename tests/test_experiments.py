@@ -59,11 +59,11 @@ def test_each_experiment_is_one_mlflow_parent_with_full_params_results_and_stage
         assert {"training_curves.png", "search_curve.png", "predictor_scatter.png"} <= pictures
     assert all(r.info.status == "FINISHED" for r in runs), "a run left open"
 
-    # search.strategy=random reran sample, retrain and evaluate; the stages before came from DVC's cache
+    # search.strategy=random reran sample, rerank, retrain and evaluate; the stages before came from DVC's cache
     random_parent = parents["strategy-random"]
     children = {r.data.tags[STAGE_TAG]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == random_parent.info.run_id}
-    assert sorted(children) == ["evaluate", "retrain", "sample"]
+    assert sorted(children) == ["evaluate", "rerank", "retrain", "sample"]
     baseline_children = {r.data.tags[STAGE_TAG]: r.info.run_id for r in runs
                          if r.data.tags.get("mlflow.parentRunId") == parents[baseline].info.run_id}
     for stage in ("prepare", "warmup", "embed"):

@@ -103,7 +103,8 @@ def test_warmup_and_retrain_under_torchrun_match_one_process(project, tmp_path):
     run(["dvc", "repro", "retrain"], project)  # the one-process reference (up to date after the repro test)
     copy_sources(project, tmp_path / "p")
     shutil.copytree(project / "data", tmp_path / "p/data")
-    shutil.copytree(project / "artifacts/sample", tmp_path / "p/artifacts/sample")
+    for stage in ("sample", "rerank"):
+        shutil.copytree(project / f"artifacts/{stage}", tmp_path / f"p/artifacts/{stage}")
     params = yaml.safe_load((tmp_path / "p/params.yaml").read_text())
     params["trainer"]["nproc"] = 2
     params["tracking"]["enabled"] = False
