@@ -1,0 +1,92 @@
+"""How well a short stand-alone training ranks NB201 cells, the measurement `rerank` makes.
+
+    python benchmarks/nb201_supernet/standalone.py --data ../shared/data/cifar10-train-jpg.tar.gz \
+        --table ../shared/data/nb201/cifar10.csv --cells 30 --epochs 8 --out standalone_random30_e8.csv
+    python benchmarks/nb201_supernet/standalone.py ... --from-scores scores.csv --cells 20 --epochs 10
+
+Trains each cell from scratch as the rerank stage of `nb201-cpu` does (the NB201 network at C=8,
+N=1 on 10,000 training images at 16x16, crop and flip, SGD with nesterov, cosine lr 0.05 -> 0,
+weight decay 5e-4, batch 64, seed 0) and records the validation accuracy and loss after every epoch
+with the cell's true accuracy. The cells: the first --cells of the pipeline's reference cells
+(``rnas.truth.reference_cells``), or with --from-scores the best --cells of a ``levers.py
+--scores-out`` file by supernet loss score (the candidates a re-ranking gets). Writes one row per
+cell to --out and prints one JSON line per epoch count: Kendall tau, Spearman, precision@10% of the
+validation accuracy against the table, and the true accuracy of the cell it picks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd
+import torch
+
+from benchmarks.nb201_supernet.levers import prepared
+from rnas.data.images import AugmentConfig, ImageSplit, load_split
+from rnas.data.prepare import resized
+from rnas.export import build_network
+from rnas.networks.child_cnn import ChildConfig
+from rnas.spaces.nb201 import NB201Space
+from rnas.training.child import ChildTrainConfig, child_batches, train_child
+from rnas.training.distributed import DistributedContext
+from rnas.truth import TruthConfig, load_truth, ranking, reference_cells, true_accuracies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="CIFAR-10 ImageFolder folder or .tar.gz")
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--cache", default="/tmp/rnas-nb201-levers", help="prepared data (shared with levers.py)")
+    parser.add_argument("--max-train", type=int, default=10000)
+    parser.add_argument("--cells", type=int, default=30)
+    parser.add_argument("--from-scores", help="a levers.py --scores-out CSV: its best cells by loss score")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    space, device = NB201Space(), torch.device("cpu")
+    oracle = load_truth(TruthConfig(table=args.table), space, key="--table")
+    data = prepared(args)
+    train, valid = ((lambda s: ImageSplit(resized(s.images, 16), s.labels, s.classes, s.mean, s.std))(load_split(data, n))
+                    for n in ("train", "valid"))
+    if args.from_scores:
+        frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
+        cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
+    else:
+        cells = reference_cells(space, 200)[:args.cells]
+    cfg = ChildTrainConfig(epochs=args.epochs, batch_size=64, lr_max=0.05, lr_min=0.0, nesterov=True,
+                           weight_decay=5e-4, drop_path_prob=0.0, augment=AugmentConfig(crop_padding=2, flip=True))
+    child = ChildConfig(cells_per_stage=1, channels=args.channels, stem_multiplier=1, auxiliary=False,
+                        classifier_dropout=0.0)
+    dist, rows, checkpoint = DistributedContext(device=device), [], Path(args.out).with_suffix(".ckpt")
+    for arch, truth in zip(cells, true_accuracies(oracle, cells)):
+        torch.manual_seed(0)
+        start = time.process_time()
+        history = train_child(build_network(space.to_str(arch), child, 10, 3, "nb201"), cfg,
+                              child_batches(train, cfg, dist, train=True, seed=0),
+                              child_batches(valid, cfg, dist, train=False), device, checkpoint, space.to_str(arch))
+        checkpoint.unlink()
+        rows.append({"arch": space.to_str(arch), "truth": truth, "cpu_seconds": round(time.process_time() - start, 1),
+                     **{f"valid_acc_{h['epoch']}": h["valid_accuracy"] for h in history},
+                     **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in history}})
+        pd.DataFrame(rows).to_csv(args.out, index=False)
+    summarise(pd.DataFrame(rows), args.epochs)
+
+
+def summarise(frame: pd.DataFrame, epochs: int) -> None:
+    for epoch in range(1, epochs + 1):
+        scores = frame[f"valid_acc_{epoch}"].tolist()
+        quality = ranking(scores, frame["truth"].tolist())
+        print(json.dumps({"epochs": epoch, "cells": len(frame), **{k: round(v, 3) for k, v in quality.items()},
+                          "pick_true_acc": frame["truth"][frame[f"valid_acc_{epoch}"].idxmax()]}))
+
+
+if __name__ == "__main__":
+    main()
