@@ -7,12 +7,12 @@
 
 Runs ``dvc exp run <overrides> -S search.strategy=S -S search.seed=K`` for every strategy and
 search seed, one after the other in this workspace. The supernet (warmup) and the embedding are the
-same in every run, so DVC reruns only sample, rerank, retrain and evaluate; with ``search.epochs_per_round:
-0`` (the nb201-cpu profile) the supernet also stays fixed during the search, and the strategies
-differ only in what they propose. Appends one row per run to --out (true test accuracy of the found
-cell, of the supernet's own pick before re-ranking and of the top cells; the found cell's supernet
-score and rank) and prints, per
-strategy, the mean and standard deviation over seeds as one JSON line each.
+same in every run, so DVC reruns only sample, rerank, retrain and evaluate; with
+``search.epochs_per_round: 0`` (the nb201-cpu profile) the supernet also stays fixed during the
+search, and the strategies differ only in what they propose. Appends one row per run to --out (true
+test accuracy of the found cell, of the supernet's own pick before re-ranking and of the top cells;
+the found cell's supernet score and rank) and prints one JSON line per strategy: mean and standard
+deviation over seeds, and rnas's difference to it with Welch's p. ``--summarise`` only prints that.
 """
 from __future__ import annotations
 
@@ -21,10 +21,16 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from rnas.benchmark import welch_p  # noqa: E402
 
 COLUMNS = ("truth_found_acc", "truth_found_percentile", "truth_pool_pick_acc", "truth_top_mean_acc",
            "truth_top_max_acc", "truth_pool_max_acc", "truth_rerank_max_acc", "truth_rerank_kendall_tau",
@@ -49,7 +55,15 @@ def summarise(frame: pd.DataFrame) -> list[dict]:
         found = runs["truth_found_acc"].tolist()
         rows.append({"strategy": strategy, "seeds": len(found), "found_mean": round(statistics.mean(found), 2),
                      "found_std": round(statistics.stdev(found), 2) if len(found) > 1 else None,
+                     "supernet_pick_mean": round(runs["truth_pool_pick_acc"].mean(), 2),
                      "top_mean": round(runs["truth_top_mean_acc"].mean(), 2)})
+    if "rnas" in set(frame["strategy"]):  # rnas against each baseline: Welch's t-test on the found cells
+        rnas = frame.loc[frame["strategy"] == "rnas", "truth_found_acc"].tolist()
+        for row in rows:
+            other = frame.loc[frame["strategy"] == row["strategy"], "truth_found_acc"].tolist()
+            if row["strategy"] != "rnas" and len(other) > 1 and len(rnas) > 1:
+                row["rnas_minus_this"] = round(statistics.mean(rnas) - statistics.mean(other), 2)
+                row["welch_p"] = round(welch_p(rnas, other), 3)
     return rows
 
 
@@ -58,10 +72,11 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=["rnas", "nao", "predictor", "random", "evolution"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="benchmarks/nb201_supernet/strategies.csv")
+    parser.add_argument("--summarise", action="store_true", help="only print the summary of --out")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then the dvc exp run -S overrides")
     args = parser.parse_args()
     overrides = [o for o in args.overrides if o != "--"]
-    for seed in args.seeds:
+    for seed in [] if args.summarise else args.seeds:
         for strategy in args.strategies:
             row = run_one(overrides, strategy, seed)
             print(json.dumps(row), flush=True)
