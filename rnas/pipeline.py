@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 import random
 import subprocess
@@ -22,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from rnas.artifacts import write_json
+from rnas.artifacts import read_json, source_fingerprint, write_json
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams, load_params
@@ -63,6 +65,16 @@ class StageContext:
 def prepared_dir(params: PipelineParams, final: bool) -> Path:
     """Where prepare wrote a dataset: ``final`` is the retrain/evaluate one (the search one by default)."""
     return PREPARED / ("final" if final and params.data.final is not None else "search")
+
+
+def run_fingerprint(data: Path, code: tuple[str, ...], **parts: Any) -> str:
+    """Identifies a resumable run: ``parts`` (params, seed, architecture...), the prepared dataset in
+    ``data`` and the sources ``code`` (relative to the repository): a checkpoint whose fingerprint
+    differs belongs to another run."""
+    return hashlib.sha256(json.dumps(
+        {**parts, "data": read_json(data / "meta.json").get("fingerprint"),
+         "code": source_fingerprint(Path(__file__).resolve().parents[1], code)},
+        sort_keys=True, default=str).encode()).hexdigest()
 
 
 def numeric(record: dict[str, Any]) -> dict[str, float]:

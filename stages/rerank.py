@@ -10,15 +10,12 @@ epochs: an interrupted run resumes, and a rerun with another search strategy or 
 same supernet trains only the cells no earlier run did.
 """
 import dataclasses
-import hashlib
-import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from rnas.artifacts import atomic_dir, read_json, source_fingerprint, write_json
-from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, seed_everything, stage_main
+from rnas.artifacts import atomic_dir, read_json, write_json
+from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, run_fingerprint, seed_everything, stage_main
 from rnas.pool import ArchPool
 from rnas.rerank import candidates, rerank, winner
 
@@ -44,11 +41,8 @@ def main(ctx):
     best = read_json(ARTIFACTS / "sample/best.json")
     pool = candidates(ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv"), k.top, k.min_distance)
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
-    fingerprint = hashlib.sha256(json.dumps(
-        {"child": dataclasses.asdict(p.retrain.child),
-         "train": dataclasses.asdict(train), "seed": p.seed, "data": read_json(data / "meta.json").get("fingerprint"),
-         "code": source_fingerprint(Path(__file__).resolve().parents[1], CODE)},
-        sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = run_fingerprint(data, CODE, child=dataclasses.asdict(p.retrain.child),
+                                  train=dataclasses.asdict(train), seed=p.seed)
 
     def measure(arch: str) -> dict:
         print(f"[rerank] training {arch} for {k.epochs} epochs", file=sys.stderr, flush=True)
@@ -67,8 +61,8 @@ def main(ctx):
         chosen = winner(rows)
         best = {**best, "arch": chosen["arch"], "score": chosen["supernet_score"],
                 "validation_score": chosen["validation_score"], "supernet_rank": chosen["supernet_rank"]}
-    metrics = {"candidates": len(rows), "supernet_rank": best.get("supernet_rank", 1),
-               "trained": sum(not row["reused"] for row in rows),
+    reused = sum(row["reused"] for row in rows)
+    metrics = {"candidates": len(rows), "supernet_rank": best.get("supernet_rank", 1), "trained": len(rows) - reused,
                **({"validation_score": best["validation_score"]} if rows else {})}
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:
@@ -79,10 +73,8 @@ def main(ctx):
         ctx.write_provenance(out)
     ctx.run.log_artifact(ctx.out / "rerank.csv")
     if rows:
-        reused = sum(row["reused"] for row in rows)
         print(f"[rerank] {len(rows)} cells trained {k.epochs} epochs ({reused} measured by an earlier run); "
-              f"the winner, supernet rank "
-              f"{best['supernet_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
+              f"the winner, supernet rank {best['supernet_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
     else:
         print(f"[rerank] rerank.top is 0: the supernet's pick goes to retrain: {best['arch']}")
 

@@ -4,17 +4,14 @@ The checkpoint's fingerprint covers what shapes the result (architecture, retrai
 data, and the code that builds and trains the model), so only an interrupted run of the same
 thing is resumed; once the model is written the checkpoint is retired, so a rerun retrains.
 """
-import hashlib
-import json
 import os
-from pathlib import Path
 
 import pandas as pd
 
-from rnas.artifacts import atomic_dir, read_json, source_fingerprint, write_json
+from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.export import save_model
 from rnas.networks.child_cnn import count_parameters
-from rnas.pipeline import ARTIFACTS, numeric, prepared_dir, require_inputs, stage_main
+from rnas.pipeline import ARTIFACTS, numeric, prepared_dir, require_inputs, run_fingerprint, stage_main
 
 CHECKPOINT = ARTIFACTS / "retrain_state/checkpoint.pt"  # outside the stage's output folder: it survives reruns
 #: the checkpoint of a run whose model was written: kept to look at, never resumed
@@ -30,11 +27,7 @@ def main(ctx):
     data = prepared_dir(p, final=True)
     require_inputs(data / "meta.json", *([] if r.arch else [ARTIFACTS / "rerank/best.json"]))
     arch = ctx.space.to_str(ctx.space.from_str(r.arch or read_json(ARTIFACTS / "rerank/best.json")["arch"]))
-    fingerprint = hashlib.sha256(json.dumps(
-        {"arch": arch, "retrain": ctx.provenance()["params"]["retrain"], "seed": p.seed,
-         "data": read_json(data / "meta.json").get("fingerprint"),
-         "code": source_fingerprint(Path(__file__).resolve().parents[1], CODE)},
-        sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = run_fingerprint(data, CODE, arch=arch, retrain=ctx.provenance()["params"]["retrain"], seed=p.seed)
     result = ctx.task.retrain(ctx, arch, data, r.child, r.train, r.train_on_valid, CHECKPOINT, fingerprint,
                               on_epoch=lambda rec: ctx.run.log_metrics(numeric(rec), step=rec["epoch"]))
     if not ctx.dist.is_main:  # under torchrun, rank 0 writes

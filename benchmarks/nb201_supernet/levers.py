@@ -83,6 +83,13 @@ def prepared(args: argparse.Namespace) -> Path:
     return folder
 
 
+def load_resized(data: Path, split: str, resolution: int) -> ImageSplit:
+    """A prepared split at ``resolution``, resized here rather than at prepare: normalised with the
+    32x32 split's mean and std, as measured."""
+    s = load_split(data, split)
+    return ImageSplit(resized(s.images, resolution), s.labels, s.classes, s.mean, s.std)
+
+
 @contextlib.contextmanager
 def recalibrated(model: torch.nn.Module, train: ImageSplit, n_batches: int):
     """Score with per-cell batch-norm statistics: the supernet keeps none (each batch normalises
@@ -119,10 +126,7 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     oracle = load_truth(TruthConfig(table=args.table), space, key="--table")
     data = prepared(args)
-    # resized here rather than at prepare: normalised with the 32x32 split's mean and std, as measured
-    train, valid = (load_split(data, split) for split in ("train", "valid"))
-    train, valid = (ImageSplit(resized(s.images, args.resolution), s.labels, s.classes, s.mean, s.std)
-                    for s in (train, valid))
+    train, valid = (load_resized(data, split, args.resolution) for split in ("train", "valid"))
     model = SupernetNB201(space, SupernetConfig(args.cells_per_stage, args.channels, 1), len(train.classes))
     cfg = SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_max=args.lr_max,
                               lr_min=args.lr_min, weight_decay=args.weight_decay, eval_batches=args.eval_batches,

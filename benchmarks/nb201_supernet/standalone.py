@@ -27,9 +27,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 import torch
 
-from benchmarks.nb201_supernet.levers import prepared
-from rnas.data.images import AugmentConfig, ImageSplit, load_split
-from rnas.data.prepare import resized
+from benchmarks.nb201_supernet.levers import load_resized, prepared
+from rnas.data.images import AugmentConfig
 from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
 from rnas.spaces.nb201 import NB201Space
@@ -54,8 +53,7 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     oracle = load_truth(TruthConfig(table=args.table), space, key="--table")
     data = prepared(args)
-    train, valid = ((lambda s: ImageSplit(resized(s.images, 16), s.labels, s.classes, s.mean, s.std))(load_split(data, n))
-                    for n in ("train", "valid"))
+    train, valid = (load_resized(data, split, 16) for split in ("train", "valid"))
     if args.from_scores:
         frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
         cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
