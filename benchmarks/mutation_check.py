@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MRAS, NAO, BASE = "rnas/strategies/rnas.py", "rnas/strategies/nao.py", "rnas/strategies/base.py"
 CONTROLLER = "rnas/controller.py"
+LM = "rnas/training/language_model.py"
 MATH_TESTS = ["tests/test_mras.py", "tests/test_controller.py"]
 STRATEGY_TESTS = ["tests/test_search_options.py", "tests/test_mras.py"]
 
@@ -90,6 +91,10 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         ["tests/test_rerank.py"]),
     "re-rank candidates ignore the minimum distance": (
         [("rnas/rerank.py", ">= min_distance for j in chosen)", ">= 0 for j in chosen)")], ["tests/test_rerank.py"]),
+    "language model delivers the last epoch, not the best": (
+        [(LM, '        self.model.load_state_dict(self.best["model"])\n', "")], ["tests/test_rnn.py"]),
+    "language checkpoint forgets the best weights": (
+        [(LM, '        self.best = state["best"]\n', "")], ["tests/test_rnn.py"]),
     "re-rank retrains cells an interrupted run measured": (
         [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
 }

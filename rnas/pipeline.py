@@ -28,9 +28,10 @@ from rnas.artifacts import read_json, source_fingerprint, write_json
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams, load_params
+from rnas.pool import ArchPool
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
-from rnas.tracking import SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
+from rnas.tracking import BLIND_SEARCH_TAG, SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
 
 PREPARED = Path("data/prepared")
@@ -75,6 +76,18 @@ def run_fingerprint(data: Path, code: tuple[str, ...], **parts: Any) -> str:
         {**parts, "data": read_json(data / "meta.json").get("fingerprint"),
          "code": source_fingerprint(Path(__file__).resolve().parents[1], code)},
         sort_keys=True, default=str).encode()).hexdigest()
+
+
+def report_blind_search(ctx: StageContext, pool: ArchPool) -> dict[str, int]:
+    """Say so when the supernet scores ``pool`` blind: one warning line naming the cause and the levers,
+    and a tag on the stage's run and the parent. Returns the metric that flags it."""
+    reason = pool.blind_reason()
+    if reason is not None:
+        print(f"[{ctx.name}] warning: blind search: {reason}, so the search cannot tell good cells from bad; "
+              f"train the supernet longer (warmup.train.epochs, search.epochs_per_round) or on more data "
+              f"(data.search)", file=sys.stderr, flush=True)
+        ctx.run.tag_summary({BLIND_SEARCH_TAG: reason})
+    return {"supernet_blind": int(reason is not None)}
 
 
 def numeric(record: dict[str, Any]) -> dict[str, float]:

@@ -14,6 +14,11 @@ from rnas.spaces.base import Arch, SearchSpace
 from rnas.strategies.base import Observation
 
 
+#: scores (higher is better: an accuracy, or a loss in nats negated) whose spread, max - min, is below
+#: this tell no architectures apart: a supernet that scores a pool so is blind
+BLIND_SPREAD = 1e-6
+
+
 @dataclass
 class ArchPool:
     space: SearchSpace
@@ -41,6 +46,15 @@ class ArchPool:
 
     def observations(self) -> list[Observation]:
         return [Observation(a, s) for a, s in zip(self.archs, self.scores) if not math.isnan(s)]
+
+    def blind_reason(self) -> str | None:
+        """Why the scores of the scored architectures rank none above another; None when they do."""
+        scored = [s for s in self.scores if not math.isnan(s)]
+        spread = max(scored) - min(scored) if scored else 0.0
+        if spread >= BLIND_SPREAD:
+            return None
+        return (f"the supernet scores all {len(scored)} cells of the pool alike "
+                f"(spread of the scores {spread:.3g} < {BLIND_SPREAD:g})")
 
     def order(self) -> list[int]:
         """Row indices, best score first (unscored last)."""

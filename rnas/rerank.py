@@ -13,7 +13,7 @@ from typing import Any, Callable
 from rnas.pool import ArchPool
 from rnas.spaces import SearchSpace
 
-#: arch string -> the last epoch's record of its short training (``validation_score``: higher is better)
+#: arch string -> the record of its short training's delivered epoch (``validation_score``: higher is better)
 Measure = Callable[[str], dict[str, Any]]
 
 

@@ -27,11 +27,13 @@ The parent run: one per pipeline run, the experiment's summary
     description list the params that differ from the baseline's committed ``params.yaml``. It
     holds all params (flattened with dots), the key results each stage reports with
     ``StageRun.log_summary`` (test metric, size, predictor tau, best supernet score,
-    ``seconds_<stage>`` and ``seconds_total``), and the main pictures. A stage that DVC reused
+    ``seconds_<stage>`` and ``seconds_total``), the key facts each stage tags with
+    ``StageRun.tag_summary`` (``rnas.blind_search``: why the supernet told no cells apart),
+    and the main pictures. A stage that DVC reused
     from its cache runs no process. So each stage run is tagged with a digest of the output
     folder it wrote (``rnas.output_sha256``); the next stage that runs digests the folders of
     the stages before it, finds the runs that wrote exactly those bytes, tags the parent
-    ``rnas.reused.<stage>`` with them and copies their summaries. (Nothing is written into the
+    ``rnas.reused.<stage>`` with them and copies their summaries (metrics and tags). (Nothing is written into the
     outputs: a stage rerun that writes the same bytes still lets DVC skip the stages after it.)
 
 Runs end truthfully
@@ -87,6 +89,8 @@ CHANGED_TAG = "rnas.changed"           # on the parent: the params that differ f
 REUSED_TAG_PREFIX = "rnas.reused."     # on the parent, + stage: the run that made a stage reused from cache
 OUTPUT_TAG = "rnas.output_sha256"      # on a stage run: the digest of the output folder it wrote
 SUMMARY_TAG = "rnas.summary_keys"      # on a stage run: the metrics it gave the parent
+SUMMARY_TAGS_TAG = "rnas.summary_tags"  # on a stage run: the tags it gave the parent
+BLIND_SEARCH_TAG = "rnas.blind_search"  # why the supernet scored a pool without telling cells apart
 PID_TAG, PID_START_TAG, HOST_TAG = "rnas.pid", "rnas.pid_start", "rnas.host"
 END_REASON_TAG = "rnas.end_reason"
 SUPERSEDED_TAG = "rnas.superseded_by"
@@ -169,6 +173,7 @@ class StageRun:
         self._client = client
         self.run_id, self.parent_id = run_id, parent_id
         self.summary: dict[str, float] = {}
+        self.summary_tags: dict[str, str] = {}
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if self._client is not None:
@@ -181,6 +186,14 @@ class StageRun:
         self.log_metrics(metrics)
         _log_metrics(self._client, self.parent_id, metrics)
         self.summary.update({key: float(value) for key, value in metrics.items()})
+
+    def tag_summary(self, tags: Mapping[str, str]) -> None:
+        """Key facts as tags: on this stage's run and on the parent (and on later parents reusing the stage)."""
+        if self._client is None:
+            return
+        for run_id in (self.run_id, self.parent_id):
+            _set_tags(self._client, run_id, tags)
+        self.summary_tags.update(tags)
 
     def log_artifact(self, path: Path, summary: bool = False) -> None:
         """Upload a file, or a folder as a folder of the same name; ``summary``: to the parent too."""
@@ -240,7 +253,8 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
             _link_reused(client, experiment_id, parent_id, stage, upstream or {})
             yield run
         if output is not None and output.is_dir():
-            _set_tags(client, run_id, {OUTPUT_TAG: folder_digest(output), SUMMARY_TAG: ",".join(run.summary)})
+            _set_tags(client, run_id, {OUTPUT_TAG: folder_digest(output), SUMMARY_TAG: ",".join(run.summary),
+                                       SUMMARY_TAGS_TAG: ",".join(run.summary_tags)})
         status = "FINISHED"
     except (KeyboardInterrupt, StageTerminated) as error:
         status, reason = "KILLED", "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else "SIGTERM"
@@ -313,6 +327,8 @@ def _link_reused(client: MlflowClient, experiment_id: str, parent_id: str, stage
             _set_tags(client, parent_id, {REUSED_TAG_PREFIX + upstream_stage: run.info.run_id})
             keys = [key for key in run.data.tags.get(SUMMARY_TAG, "").split(",") if key in run.data.metrics]
             _log_metrics(client, parent_id, {key: run.data.metrics[key] for key in keys})
+            tags = [key for key in run.data.tags.get(SUMMARY_TAGS_TAG, "").split(",") if key in run.data.tags]
+            _set_tags(client, parent_id, {key: run.data.tags[key] for key in tags})
     if REUSED_TAG_PREFIX + stage in _retry_locked(client.get_run, parent_id).data.tags:
         _retry_locked(client.delete_tag, parent_id, REUSED_TAG_PREFIX + stage)
 

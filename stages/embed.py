@@ -1,4 +1,5 @@
 """embed: the encoder-predictor-decoder trained on the scored pool; held-out predictor and decoder quality."""
+import math
 import random
 import sys
 import time
@@ -8,8 +9,8 @@ import torch
 
 from rnas.artifacts import atomic_dir, save_checkpoint, write_json
 from rnas.controller import build_controller, evaluate_controller, normalise_targets, train_controller
-from rnas.pipeline import ARTIFACTS, require_inputs, stage_main
-from rnas.pool import ArchPool
+from rnas.pipeline import ARTIFACTS, numeric, require_inputs, stage_main
+from rnas.pool import BLIND_SPREAD, ArchPool
 from rnas.training.progress import format_duration
 
 
@@ -24,6 +25,14 @@ def in_score_units(targets: list[float], scores: list[float]) -> list[float]:
     """Predicted targets back in the pool's score units: the inverse of ``normalise_targets`` (min-max)."""
     lo, hi = min(scores), max(scores)
     return [lo + t * (hi - lo) for t in targets]
+
+
+def tau_caveat(pool: ArchPool, targets: list[float]) -> dict:
+    """Where the predictor's Kendall tau means nothing: NaN with the reason. Scores that tell no cells
+    apart leave the predictor nothing to rank, and a tau on them would be a number made of noise."""
+    reason = pool.blind_reason() or ("the held-out cells' scores are all equal"
+                                     if max(targets) - min(targets) < BLIND_SPREAD else None)
+    return {} if reason is None else {"kendall_tau": math.nan, "kendall_tau_reason": reason}
 
 
 @stage_main("embed")
@@ -50,8 +59,9 @@ def main(ctx):
     rows = held_rows or fit_rows  # no hold-out: report fit quality instead
     quality = evaluate_controller(controller, [pool.archs[i] for i in rows], [targets[i] for i in rows])
     metrics = {"kendall_tau": quality["kendall_tau"], "reconstruction_token_acc": quality["reconstruction_token_acc"],
-               "reconstruction_arch_acc": quality["reconstruction_arch_acc"], "held_out": len(held_rows)}
-    ctx.run.log_metrics(metrics)
+               "reconstruction_arch_acc": quality["reconstruction_arch_acc"], "held_out": len(held_rows),
+               **tau_caveat(pool, [pool.scores[i] for i in rows])}
+    ctx.run.log_metrics(numeric(metrics))
     ctx.run.log_summary({"predictor_tau": metrics["kendall_tau"]})
     with torch.no_grad():
         latent = controller.encode(controller.tokens(pool.archs)).cpu()
@@ -65,7 +75,8 @@ def main(ctx):
                      ).to_csv(out / "holdout.csv", index=False)
         write_json(out / "metrics.json", metrics)
         ctx.write_provenance(out)
-    print(f"[embed] predictor Kendall tau {metrics['kendall_tau']:.3f} on {len(rows)} held-out architectures; "
+    caveat = f" ({metrics['kendall_tau_reason']})" if "kendall_tau_reason" in metrics else ""
+    print(f"[embed] predictor Kendall tau {metrics['kendall_tau']:.3f}{caveat} on {len(rows)} held-out architectures; "
           f"decoder reconstructs {metrics['reconstruction_arch_acc']:.1%} of them exactly")
 
 

@@ -48,11 +48,11 @@ def main(ctx):
         print(f"[rerank] training {arch} for {k.epochs} epochs", file=sys.stderr, flush=True)
         seed_everything(p.seed)
         checkpoint = STATE / "checkpoint.pt"
-        history = ctx.task.retrain(ctx, arch, data, p.retrain.child, train, False, checkpoint,
-                                   f"{fingerprint}:{arch}", on_epoch=None).history
+        record = ctx.task.retrain(ctx, arch, data, p.retrain.child, train, False, checkpoint,
+                                  f"{fingerprint}:{arch}", on_epoch=None).delivered
         checkpoint.unlink(missing_ok=True)
-        last = {key: value for key, value in history[-1].items() if key.startswith(("train_", "valid_"))}
-        return {"validation_score": ctx.task.validation_score(history[-1]), **last}
+        measured = {key: value for key, value in record.items() if key.startswith(("train_", "valid_"))}
+        return {"validation_score": ctx.task.validation_score(record), "delivered_epoch": record["epoch"], **measured}
 
     done = load_done(fingerprint)
     rows = rerank(ctx.space, pool, measure, done,

@@ -33,16 +33,20 @@ def main(ctx):
     if not ctx.dist.is_main:  # under torchrun, rank 0 writes
         return
     params_m, history = count_parameters(result.model) / 1e6, result.history
-    ctx.run.log_metrics({"params_m": params_m})
+    ctx.run.log_metrics({"params_m": params_m, "delivered_epoch": result.delivered_epoch})
     with atomic_dir(ctx.out) as out:
         save_model(out / "model.pt", result.model.cpu(), result.card)
         pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-        write_json(out / "metrics.json", {"params_m": params_m, **{f"final_{k}": v for k, v in history[-1].items()}})
+        write_json(out / "metrics.json", {"params_m": params_m, **{f"final_{k}": v for k, v in history[-1].items()},
+                                          "delivered_epoch": result.delivered_epoch,
+                                          **{f"delivered_{k}": v for k, v in result.delivered.items()
+                                             if k.startswith("valid_")}})
         ctx.write_provenance(out)
     # Delivered: a rerun (`dvc repro -f`, say) trains anew instead of resuming a finished run.
     os.replace(CHECKPOINT, DELIVERED)
     ctx.run.log_artifact(ctx.out / "history.csv")
-    print(f"[retrain] {arch}: {params_m:.2f}M parameters, trained {len(history)} epochs")
+    print(f"[retrain] {arch}: {params_m:.2f}M parameters, trained {len(history)} epochs, "
+          f"delivered the weights of epoch {result.delivered_epoch}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from rnas.artifacts import atomic_dir, load_checkpoint, write_json
-from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, stage_main
+from rnas.pipeline import ARTIFACTS, prepared_dir, report_blind_search, require_inputs, stage_main
 from rnas.pool import ArchPool
 from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy
@@ -98,7 +98,8 @@ def main(ctx):
             "strategy": s.strategy}
     metrics = {"best_score": top.scores[0], "top_mean_score": statistics.mean(top.scores),
                "final_median_score": rounds[-1]["median"],
-               **objective.report({"best": top.scores[0], "final_median": rounds[-1]["median"]})}
+               **objective.report({"best": top.scores[0], "final_median": rounds[-1]["median"]}),
+               **report_blind_search(ctx, pool)}
     ctx.run.log_metrics(metrics)
     ctx.run.log_summary({"supernet_best_score": top.scores[0],
                          **{f"supernet_{k}": v for k, v in objective.report({"best": top.scores[0]}).items()}})

@@ -5,7 +5,7 @@ import statistics
 import pandas as pd
 
 from rnas.artifacts import atomic_dir, write_json
-from rnas.pipeline import prepared_dir, require_inputs, stage_main
+from rnas.pipeline import prepared_dir, report_blind_search, require_inputs, stage_main
 from rnas.pool import ArchPool
 
 
@@ -23,7 +23,8 @@ def main(ctx):
     pool = ArchPool(ctx.space, archs, scores, {"round": [0] * len(archs)})
     summary = {"best": max(scores), "median": statistics.median(scores), "worst": min(scores)}
     metrics = {"pool_size": len(pool), **{f"score_{k}": v for k, v in summary.items()},
-               "score_std": statistics.pstdev(scores), **supernet.objective.report(summary)}
+               "score_std": statistics.pstdev(scores), **supernet.objective.report(summary),
+               **report_blind_search(ctx, pool)}
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:
         supernet.save(out / "supernet.pt")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import re
@@ -13,6 +14,7 @@ from rnas.config import ConfigError, from_dict
 from rnas.networks.rnn import RNNModel, RNNModelConfig, RNNSupernet, RNNSupernetConfig
 from rnas.spaces import get_space
 from rnas.spaces.rnn import NAONET_WS_PTB, RNAS_PTB, RNNCellSpace
+from rnas.training import language_model
 from rnas.training.language_model import (LMSupernetTrainConfig, LMSupernetTrainer, LMTrainConfig,
                                           evaluate_language_model, train_language_model, window_length)
 
@@ -27,15 +29,6 @@ SMALL_DROPOUT = dict(dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, drop
 @pytest.fixture(scope="module")
 def space() -> RNNCellSpace:
     return get_space("rnn")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run fastest on one thread, and a shared machine's cores stay free."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def stream(n_words: int, reverse: bool = False) -> torch.Tensor:
@@ -216,15 +209,16 @@ def make_trainer(space, model_seed: int = 0, seed: int = 0, total_epochs: int = 
                              total_epochs, seed)
 
 
-def test_supernet_trains_and_scores(space, capsys):
-    trainer = make_trainer(space)
+@pytest.mark.trained
+def test_supernet_trains_and_scores(space, capsys, seed, bound):
+    trainer = make_trainer(space, model_seed=seed, seed=seed)
     archs = every_activation_archs(space, 4)
     data, valid = trainer.train_data(stream(400)), trainer.score_data(stream(400))
     assert data.shape == (100, 4) and valid.shape == (40, 4)
     before = trainer.score(archs, valid)
     history = trainer.train_epochs(archs, 5, data, label="warmup")
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5] and trainer.epoch == 5
-    assert history[-1]["loss"] < 0.6 * history[0]["loss"], [r["loss"] for r in history]
+    bound("last / first epoch's loss", history[-1]["loss"] / history[0]["loss"], "<", 0.6)
     assert all(r["tokens_per_s"] > 0 and r["perplexity"] == pytest.approx(math.exp(r["loss"])) for r in history)
     after = trainer.score(archs, valid)
     assert all(a < b for a, b in zip(after, before)), (before, after)
@@ -292,11 +286,12 @@ def run_lm(space, tmp_path, cfg: LMTrainConfig, valid: torch.Tensor, fingerprint
     return model, history
 
 
-def test_language_model_learns_a_repetitive_corpus(space, tmp_path):
-    model, history = run_lm(space, tmp_path, lm_cfg(epochs=8, nonmono=8), stream(120))
+@pytest.mark.trained
+def test_language_model_learns_a_repetitive_corpus(space, tmp_path, seed, bound):
+    model, history = run_lm(space, tmp_path, lm_cfg(epochs=8, nonmono=8), stream(120), init_seed=seed)
     assert [r["epoch"] for r in history] == list(range(1, 9))
-    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"], [r["train_loss"] for r in history]
-    assert history[-1]["valid_loss"] < 0.5 * history[0]["valid_loss"], [r["valid_loss"] for r in history]
+    bound("last / first epoch's train loss", history[-1]["train_loss"] / history[0]["train_loss"], "<", 0.5)
+    bound("last / first epoch's valid loss", history[-1]["valid_loss"] / history[0]["valid_loss"], "<", 0.5)
     assert all(r["optimizer"] == "sgd" and r["tokens_per_s"] > 0 for r in history)
     valid_loss = evaluate_language_model(model, stream(120), 2, 10)["loss"]
     assert valid_loss == pytest.approx(history[-1]["valid_loss"])
@@ -319,9 +314,9 @@ def test_language_model_resumes_after_interruption_with_asgd_state(space, tmp_pa
     first_averaged = optimizers.index("asgd") + 1 if "asgd" in optimizers else None
     assert first_averaged is not None and first_averaged < len(straight), optimizers
     assert set(optimizers[first_averaged:]) == {"asgd"}
-    # the model ends holding the averaged weights, the ones the last validation scored
+    # the model ends holding the weights the best validation scored
     valid_loss = evaluate_language_model(straight_model, valid, 2, 10)["loss"]
-    assert valid_loss == pytest.approx(straight[-1]["valid_loss"])
+    assert valid_loss == pytest.approx(min(r["valid_loss"] for r in straight))
 
     def stop_after_the_first_averaged_epoch(record):  # the checkpoint holds ASGD's averages by then
         if record["epoch"] == first_averaged:
@@ -333,6 +328,63 @@ def test_language_model_resumes_after_interruption_with_asgd_state(space, tmp_pa
     assert untimed(history) == untimed(straight)
     for a, b in zip(model.parameters(), straight_model.parameters()):
         assert torch.equal(a, b)
+
+
+HAND_MADE_VALID_LOSSES = [3.0, 2.0, 2.5, 4.0]  # epoch 2 is the best; 3 and 4 are worse
+
+
+@pytest.fixture
+def hand_made_validation(monkeypatch):
+    """Validation losses from ``HAND_MADE_VALID_LOSSES`` epoch by epoch (over again for the next run),
+    whatever the weights."""
+    losses = itertools.cycle(HAND_MADE_VALID_LOSSES)
+    monkeypatch.setattr(language_model, "evaluate_language_model", lambda *args: {"loss": next(losses)})
+
+
+def train_hand_made(space, path, on_epoch=None, init_seed: int = 0):
+    """4 epochs; ``on_epoch(model)`` makes the callback."""
+    torch.manual_seed(init_seed)
+    model = RNNModel(space, space.from_str(NAONET_WS_PTB), RNNModelConfig(hidden_size=HIDDEN, **SMALL_DROPOUT),
+                     VOCAB)
+    history = train_language_model(model, lm_cfg(epochs=4, nonmono=8), stream(480), stream(120), CPU, path, "run",
+                                   on_epoch=on_epoch and on_epoch(model))
+    return model, history
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_language_model_delivers_the_best_validation_epoch_not_the_last(space, tmp_path, hand_made_validation):
+    snapshots = []
+    model, history = train_hand_made(space, tmp_path / "lm.pt",
+                                     lambda m: lambda r: snapshots.append(copy.deepcopy(m.state_dict())))
+    assert [r["valid_loss"] for r in history] == HAND_MADE_VALID_LOSSES
+    assert [r["best_epoch"] for r in history] == [1, 2, 2, 2]
+    assert same_weights(model.state_dict(), snapshots[1])  # after epoch 2
+    assert not same_weights(model.state_dict(), snapshots[3])  # the last epoch's weights differ
+
+
+def test_language_model_resumed_after_its_best_epoch_delivers_that_epoch(space, tmp_path, hand_made_validation):
+    straight, _ = train_hand_made(space, tmp_path / "straight.pt")
+
+    def stop_after_epoch_3(model):  # epoch 2, the best, is behind it
+        def on_epoch(record):
+            if record["epoch"] == 3:
+                raise Interrupted
+        return on_epoch
+
+    with pytest.raises(Interrupted):
+        train_hand_made(space, tmp_path / "lm.pt", stop_after_epoch_3)
+    model, history = train_hand_made(space, tmp_path / "lm.pt", init_seed=7)  # the weights come from the checkpoint
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4] and [r["best_epoch"] for r in history] == [1, 2, 2, 2]
+    assert same_weights(model.state_dict(), straight.state_dict())
+
+
+def test_language_model_whose_validation_loss_is_never_finite_stops(space, tmp_path, monkeypatch):
+    monkeypatch.setattr(language_model, "evaluate_language_model", lambda *args: {"loss": math.nan})
+    with pytest.raises(ConfigError, match=r"the validation loss was not finite after any of the 4 epochs \(lr 20\)"):
+        train_hand_made(space, tmp_path / "lm.pt")
 
 
 def test_language_model_changed_fingerprint_starts_over(space, tmp_path, capsys):

@@ -176,13 +176,14 @@ def test_configs_validate_with_keys():
 
 
 # --- supernet -------------------------------------------------------------------------------
-def test_supernet_training_learns_the_task():
-    trainer = make_trainer(total_epochs=6)
-    history = trainer.train_epochs(ARCHS, 6, trainer.train_batches(brightness_split(128), seed=0))
+@pytest.mark.trained
+def test_supernet_training_learns_the_task(seed, bound):
+    trainer = make_trainer(total_epochs=6, seed=seed, model_seed=seed)
+    history = trainer.train_epochs(ARCHS, 6, trainer.train_batches(brightness_split(128, seed=seed), seed=seed))
     assert [r["epoch"] for r in history] == list(range(1, 7))
     assert history[0]["lr"] == pytest.approx(0.1) and history[-1]["lr"] < history[1]["lr"]
-    assert history[-1]["loss"] < 0.6 * history[0]["loss"], [r["loss"] for r in history]
-    assert history[-1]["accuracy"] > 0.6
+    bound("last / first epoch's loss", history[-1]["loss"] / history[0]["loss"], "<", 0.6)
+    bound("last epoch's accuracy", history[-1]["accuracy"], ">", 0.6)
     assert all(r["images_per_s"] > 0 and r["n_archs"] == len(ARCHS) for r in history)
 
 
@@ -316,12 +317,13 @@ def test_drop_path_ramp_per_epoch(tmp_path):
     assert per_step == [r["drop_path_prob"] for r in history for _ in range(len(per_step) // 4)]
 
 
-def test_child_history_records(tmp_path):
-    model, history = run_child(tmp_path, child_cfg(epochs=4, drop_path_prob=0.0))
+@pytest.mark.trained
+def test_child_history_records(tmp_path, seed, bound):
+    model, history = run_child(tmp_path, child_cfg(epochs=4, drop_path_prob=0.0), init_seed=seed)
     assert set(history[0]) == {"epoch", "lr", "drop_path_prob", "train_loss", "train_accuracy", "images_per_s",
                                "seconds", "valid_loss", "valid_accuracy"}
     assert [r["lr"] for r in history] == sorted((r["lr"] for r in history), reverse=True)
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    bound("last / first epoch's train loss", history[-1]["train_loss"] / history[0]["train_loss"], "<", 1)
     final = evaluate_classifier(model, ImageBatches(brightness_split(32, seed=1), 16, CPU, shuffle=False))
     assert (history[-1]["valid_loss"], history[-1]["valid_accuracy"]) == (final["loss"], final["accuracy"])
 

@@ -100,6 +100,12 @@ class Retrained:
     model: nn.Module
     card: dict[str, Any]           # JSON-able description saved with the weights (rnas.export)
     history: list[dict[str, Any]]  # one record per epoch
+    delivered_epoch: int           # 1-based: the epoch whose weights ``model`` holds
+
+    @property
+    def delivered(self) -> dict[str, Any]:
+        """The record of the delivered epoch."""
+        return self.history[self.delivered_epoch - 1]
 
 
 @dataclass
@@ -139,11 +145,13 @@ class Task(ABC):
                 checkpoint: Path, fingerprint: str, on_epoch: EpochCallback | None) -> Retrained:
         """Train ``arch`` from scratch (network ``child``, recipe ``train``: the task's retrain
         configs), checkpointing to ``checkpoint`` every epoch and resuming from it when it carries
-        ``fingerprint``. ``train_on_valid``: also train on the validation split, where the task can."""
+        ``fingerprint``. ``train_on_valid``: also train on the validation split, where the task can.
+        Which epoch's weights are delivered is the task's recipe (``Retrained.delivered_epoch``)."""
 
     @abstractmethod
     def validation_score(self, record: dict[str, Any]) -> float:
-        """A retraining's quality on the validation split, higher is better, from its last epoch's record."""
+        """A retraining's quality on the validation split, higher is better, from the record of the
+        epoch it delivered (``Retrained.delivered``)."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, card: dict[str, Any], data: Path, cfg: EvaluateParams,

@@ -81,7 +81,7 @@ class ImageTask(Task):
                               ctx.device, checkpoint, fingerprint, dist=ctx.dist, on_epoch=on_epoch)
         card = model_card(ctx.space.name, arch, child, len(train_split.classes), train_split.images.shape[1],
                           train_split.classes, train_split.mean, train_split.std, ctx.provenance())
-        return Retrained(model, card, history)
+        return Retrained(model, card, history, delivered_epoch=len(history))  # the last epoch, as image recipes do
 
     def validation_score(self, record):
         return record["valid_accuracy"]

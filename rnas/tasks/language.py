@@ -51,7 +51,7 @@ class LanguageTask(Task):
         history = train_language_model(model, train, corpus.train, corpus.valid, ctx.device, checkpoint,
                                        fingerprint, on_epoch=on_epoch)
         card = language_model_card(arch, child, corpus.vocab, train.bptt, ctx.provenance())
-        return Retrained(model, card, history)
+        return Retrained(model, card, history, delivered_epoch=history[-1]["best_epoch"])  # the best validation
 
     def validation_score(self, record):
         return -record["valid_loss"]

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from rnas.artifacts import load_checkpoint, resumable_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.text import batchify, get_batch
+from rnas.errors import ConfigError
 from rnas.spaces.base import Arch
 from rnas.training.progress import CountProgress, Progress
 from rnas.training.step import DivergenceGuard
@@ -335,6 +336,8 @@ class _LMRun:
         self.optimizer: torch.optim.Optimizer = self._sgd()
         self.valid_losses: list[float] = []
         self.history: list[dict[str, Any]] = []
+        #: the validated weights with the lowest validation loss so far: {"epoch", "valid_loss", "model"}
+        self.best: dict[str, Any] | None = None
         self.divergence = DivergenceGuard(device)
 
     @property
@@ -385,11 +388,14 @@ class _LMRun:
         self.divergence.step(loss)
         return hidden
 
-    def validate(self, valid_ids: Tensor) -> float:
-        """Validation loss (of the averaged weights under ASGD); switches to ASGD when due."""
+    def validate(self, valid_ids: Tensor, epoch: int) -> float:
+        """Validation loss of the weights after ``epoch`` (the averaged ones under ASGD), which are
+        kept when their loss is the lowest so far; switches to ASGD when due."""
         with averaged_weights(self.model, self.optimizer):
-            metrics = evaluate_language_model(self.model, valid_ids, self.cfg.eval_batch_size, self.cfg.bptt)
-        loss = metrics["loss"]
+            loss = evaluate_language_model(self.model, valid_ids, self.cfg.eval_batch_size, self.cfg.bptt)["loss"]
+            if math.isfinite(loss) and (self.best is None or loss < self.best["valid_loss"]):
+                self.best = {"epoch": epoch, "valid_loss": loss,
+                             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
         if not self.averaging:
             nonmono = self.cfg.nonmono
             if len(self.valid_losses) > nonmono and loss > min(self.valid_losses[:-nonmono]):
@@ -402,28 +408,28 @@ class _LMRun:
         return {"fingerprint": fingerprint, "epoch": len(self.history), "history": self.history,
                 "model": self.model.state_dict(), "averaging": self.averaging,
                 "optimizer": self.optimizer.state_dict(), "valid_losses": self.valid_losses,
-                **_rng_state(self.device)}
+                "best": self.best, **_rng_state(self.device)}
 
     def resume(self, path: str | os.PathLike, fingerprint: str) -> None:
         state = resumable_checkpoint(path, fingerprint, ("epoch", "history", "model", "averaging", "optimizer",
-                                                         "valid_losses", "cpu_rng", "cuda_rng"))
+                                                         "valid_losses", "best", "cpu_rng", "cuda_rng"))
         if state is None:
             return
         self.model.load_state_dict(state["model"])
         self.optimizer = self._asgd() if state["averaging"] else self._sgd()
         self.optimizer.load_state_dict(state["optimizer"])
         self.valid_losses = list(state["valid_losses"])
+        self.best = state["best"]
         self.history = list(state["history"])
         _set_rng_state(state, self.device)
         print(f"[train] resuming {path} after epoch {state['epoch']}/{self.cfg.epochs}", file=sys.stderr)
 
-    def keep_averaged_weights(self) -> None:
-        """Under ASGD, replace the weights by their averages for good (the model AWD-LSTM evaluates)."""
-        if self.averaging:
-            with torch.no_grad():
-                for p in self.model.parameters():
-                    if "ax" in self.optimizer.state[p]:
-                        p.copy_(self.optimizer.state[p]["ax"])
+    def deliver_best(self) -> None:
+        """Load the kept weights: the epoch with the lowest validation loss (DARTS's and NAO's recipe)."""
+        if self.best is None:
+            raise ConfigError(f"training diverged: the validation loss was not finite after any of the "
+                              f"{len(self.history)} epochs (lr {self.cfg.lr:g}); lower the learning rate")
+        self.model.load_state_dict(self.best["model"])
 
 
 def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor, valid_ids: Tensor,
@@ -436,8 +442,11 @@ def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor
     the run does (architecture, configs, data, seed). An interrupted run with the same fingerprint
     resumes after its last finished epoch and ends as an uninterrupted one; a checkpoint with
     another fingerprint, or an unreadable one, is set aside. Returns every epoch's record, a resumed run's earlier ones
-    included; ``on_epoch`` gets each new record after its checkpoint is written. Once averaging
-    has started, the model ends holding the averaged weights.
+    included; ``on_epoch`` gets each new record after its checkpoint is written.
+
+    The model ends holding the weights that scored the lowest validation loss (the averaged ones
+    once averaging has started), not the last epoch's: each record's ``best_epoch`` names the best
+    epoch so far, so the last record's names the delivered one.
     """
     run = _LMRun(model, cfg, device)
     run.resume(checkpoint_path, run_fingerprint)
@@ -449,13 +458,14 @@ def train_language_model(model: nn.Module, cfg: LMTrainConfig, train_ids: Tensor
                                   "optimizer": "asgd" if run.averaging else "sgd"}
         record.update(run.train_epoch(data, progress))
         run.divergence.check(epoch + 1, cfg.lr, last=epoch + 1 == cfg.epochs)
-        valid_loss = run.validate(valid_ids)
-        record.update(valid_loss=valid_loss, valid_ppl=perplexity(valid_loss))
+        valid_loss = run.validate(valid_ids, epoch + 1)
+        record.update(valid_loss=valid_loss, valid_ppl=perplexity(valid_loss),
+                      best_epoch=run.best["epoch"] if run.best is not None else 0)
         run.history.append(record)
         save_checkpoint(checkpoint_path, run.checkpoint(run_fingerprint))
         progress.end_epoch(record["train_loss"], record["train_accuracy"], record["tokens_per_s"],
                            f"ppl {record['train_ppl']:.1f}  valid ppl {record['valid_ppl']:.1f}")
         if on_epoch is not None:
             on_epoch(record)
-    run.keep_averaged_weights()
+    run.deliver_best()
     return run.history
