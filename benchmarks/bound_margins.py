@@ -1,6 +1,6 @@
 """How far each test bound on a training result is from failing, over seeds and thread counts.
 
-    python benchmarks/bound_margins.py [--seeds 0 1 2 3 4] [--threads 1 2] [--table]
+    python benchmarks/bound_margins.py [--seeds 0 1 2 3 4] [--threads 1 2] [-k EXPRESSION] [--table]
 
 Runs the tests marked ``trained`` (``pytest -m trained``) once per seed and thread count; each
 ``bound(...)`` check in them records its value (tests/conftest.py). Prints one JSON line: every
@@ -25,11 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_trained_tests(seed: int, threads: int, margins: Path) -> int:
+def run_trained_tests(seed: int, threads: int, margins: Path, select: str | None) -> int:
     env = {**os.environ, "RNAS_TEST_SEED": str(seed), "RNAS_TEST_THREADS": str(threads),
            "RNAS_TEST_MARGINS": str(margins), "OMP_NUM_THREADS": str(threads)}
-    return subprocess.run([sys.executable, "-m", "pytest", "-m", "trained", "-q", "-p", "no:cacheprovider"],
-                          cwd=ROOT, env=env, capture_output=True, text=True).returncode
+    return subprocess.run([sys.executable, "-m", "pytest", "-m", "trained", "-q", "-p", "no:cacheprovider",
+                           *(["-k", select] if select else [])], cwd=ROOT, env=env, capture_output=True,
+                          text=True).returncode
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("-k", dest="select", help="only the trained tests pytest's -k expression selects")
     parser.add_argument("--table", action="store_true", help="a Markdown table on stderr too")
     args = parser.parse_args()
     start, failed_runs = time.perf_counter(), []
@@ -68,7 +70,7 @@ def main() -> None:
         margins = Path(folder) / "margins.jsonl"
         for threads in args.threads:
             for seed in args.seeds:
-                if run_trained_tests(seed, threads, margins) != 0:
+                if run_trained_tests(seed, threads, margins, args.select) != 0:
                     failed_runs.append({"seed": seed, "threads": threads})
                 print(f"[margins] seed {seed}, {threads} threads done", file=sys.stderr, flush=True)
         records = [json.loads(line) for line in margins.read_text().splitlines()] if margins.exists() else []

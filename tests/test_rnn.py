@@ -293,8 +293,8 @@ def test_language_model_learns_a_repetitive_corpus(space, tmp_path, seed, bound)
     bound("last / first epoch's train loss", history[-1]["train_loss"] / history[0]["train_loss"], "<", 0.5)
     bound("last / first epoch's valid loss", history[-1]["valid_loss"] / history[0]["valid_loss"], "<", 0.5)
     assert all(r["optimizer"] == "sgd" and r["tokens_per_s"] > 0 for r in history)
-    valid_loss = evaluate_language_model(model, stream(120), 2, 10)["loss"]
-    assert valid_loss == pytest.approx(history[-1]["valid_loss"])
+    valid_loss = evaluate_language_model(model, stream(120), 2, 10)["loss"]  # the delivered weights: the best epoch's
+    assert valid_loss == pytest.approx(min(r["valid_loss"] for r in history))
 
 
 class Interrupted(Exception):
