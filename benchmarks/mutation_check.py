@@ -95,6 +95,11 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [(LM, '        self.model.load_state_dict(self.best["model"])\n', "")], ["tests/test_rnn.py"]),
     "language checkpoint forgets the best weights": (
         [(LM, '        self.best = state["best"]\n', "")], ["tests/test_rnn.py"]),
+    "a blind supernet goes unreported": (
+        [("rnas/pool.py", "        if spread >= BLIND_SPREAD:\n", "        if True:\n")], ["tests/test_blind_search.py"]),
+    "tau of a blind pool reported as a number": (
+        [("stages/embed.py", "    return {} if reason is None else", "    return {} if True else")],
+        ["tests/test_blind_search.py"]),
     "re-rank retrains cells an interrupted run measured": (
         [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
 }
