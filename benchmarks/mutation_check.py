@@ -106,12 +106,17 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
 
 
 def copy_project(dest: Path) -> None:
+    """The tracked and untracked files, committed in a new git repository: tests that clone the
+    project (``git ls-files``) run in the copy as they do here."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=mutation", "-c", "user.email=mutation@localhost",
+                                                    "commit", "-qm", "scratch"]):
+        subprocess.run(["git", *command], cwd=dest, check=True, capture_output=True)
 
 
 def mutate(project: Path, edits: list[tuple[str, str, str]]) -> None:

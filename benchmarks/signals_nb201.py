@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 import torch
 
-from benchmarks.nb201_supernet.levers import prepared
+from benchmarks.nb201_supernet.levers import add_data_arguments, prepared
 from rnas.data.images import ImageBatches, epoch_seed, load_split
 from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
@@ -39,11 +39,8 @@ from rnas.truth import ranking, true_accuracies
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="CIFAR-10 ImageFolder folder or .tar.gz")
-    parser.add_argument("--table", required=True, help="NB201 table (arch_str and the accuracy columns)")
+    add_data_arguments(parser)
     parser.add_argument("--column", default="valid_acc_200ep", help="the table's accuracy to rank against")
-    parser.add_argument("--cache", default="/tmp/rnas-nb201-levers", help="prepared data, per max_train")
-    parser.add_argument("--max-train", type=int, default=10000, help="training images prepared (class balanced)")
     parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="draws the cells, their weights and the batch")
     parser.add_argument("--batch-size", type=int, default=128, help="NASWOT's batch in Mellor et al.")

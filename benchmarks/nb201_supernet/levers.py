@@ -43,11 +43,8 @@ from rnas.truth import TruthConfig, load_truth, ranking, reference_cells, true_a
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="CIFAR-10 ImageFolder folder or .tar.gz")
-    parser.add_argument("--table", required=True, help="NB201 table (arch_str, test_acc_200ep, ...)")
-    parser.add_argument("--cache", default="/tmp/rnas-nb201-levers", help="prepared data, per max_train")
+    add_data_arguments(parser)
     parser.add_argument("--label", default="run")
-    parser.add_argument("--max-train", type=int, default=10000, help="training images (class balanced)")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--cells-per-stage", type=int, default=2)
@@ -73,6 +70,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load-weights", help="skip training: score the supernet saved by --save-weights")
     parser.add_argument("--scores-out", help="also write each reference cell's score and true accuracy (CSV)")
     return parser.parse_args()
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CIFAR-10 images and the NB201 table, and where the images are prepared (see ``prepared``)."""
+    parser.add_argument("--data", required=True, help="CIFAR-10 ImageFolder folder or .tar.gz")
+    parser.add_argument("--table", required=True, help="NB201 table (arch_str, valid_acc_200ep, test_acc_200ep, ...)")
+    parser.add_argument("--cache", default="/tmp/rnas-nb201-levers", help="prepared data, per max_train")
+    parser.add_argument("--max-train", type=int, default=10000, help="training images (class balanced)")
 
 
 def prepared(args: argparse.Namespace) -> Path:
