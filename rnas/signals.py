@@ -7,10 +7,10 @@ such as batch-norm running averages, gradients and training mode stay as they we
 off, and none draws random numbers, so a signal depends only on the network's weights and the batch.
 
 - ``params``: trainable parameters.
-- ``flops``: multiply-accumulates of one image's forward pass, of ``nn.Conv2d`` and ``nn.Linear``
-  only (batch norm, pooling, activations and additions are not counted): a conv's output elements
-  times ``in_channels / groups`` times its kernel area, a linear layer's output elements times
-  ``in_features``. Run in eval mode.
+- ``flops``: multiply-accumulates of one image's forward pass in eval mode: half the FLOPs that
+  ``rnas.evaluate.flops_per_image`` (torch's ``FlopCounterMode``, evaluate's ``mflops``) counts, i.e.
+  those of convolutions and matrix products (batch norm, pooling, activations and additions are not
+  counted).
 - ``synflow`` (Tanaka et al., NeurIPS 2020; as a NAS proxy, Abdelfattah et al., ICLR 2021 "Zero-Cost
   Proxies"): every parameter replaced by its absolute value, every batch norm bypassed (the paper's
   ``synflow``, not ``synflow_bn``), one all-ones image in float64 (a product over dozens of layers:
@@ -39,6 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from rnas.evaluate import flops_per_image
+from rnas.training.child import main_logits
+
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 #: every way a forward pass may apply a ReLU: ``rnas.ops`` fuses most of them into its convs, where
 #: no ``nn.ReLU`` module (and so no module hook) sees them
@@ -53,23 +56,7 @@ def params(net: nn.Module) -> float:
 
 def flops(net: nn.Module, images: Tensor) -> float:
     """Multiply-accumulates of the forward pass of ``images[0]`` (see the module docstring)."""
-    net = _copy(net, batch_statistics=False)
-    total = 0
-
-    def count(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            total += output.numel() * (module.in_channels // module.groups) * kh * kw
-        else:
-            total += output.numel() * module.in_features
-
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.register_forward_hook(count)
-    with torch.no_grad():
-        net(images[:1])
-    return float(total)
+    return flops_per_image(_copy(net, batch_statistics=False), images) / 2
 
 
 def synflow(net: nn.Module, images: Tensor) -> float:
@@ -86,7 +73,7 @@ def synflow(net: nn.Module, images: Tensor) -> float:
         for p in net.parameters():
             p.abs_()
     ones = torch.ones((1, *images.shape[1:]), dtype=torch.float64, device=images.device)
-    _logits(net(ones)).sum().backward()
+    main_logits(net(ones)).sum().backward()
     return sum((w * w.grad).abs().sum().item() for w in _weights(net) if w.grad is not None)
 
 
@@ -155,13 +142,10 @@ def _copy(net: nn.Module, batch_statistics: bool) -> nn.Module:
 def _loss_gradients(net: nn.Module, images: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
     """(weight, gradient) pairs of the batch's mean cross-entropy, batch norm on batch statistics."""
     net = _copy(net, batch_statistics=True)
-    F.cross_entropy(_logits(net(images)), labels).backward()
+    F.cross_entropy(main_logits(net(images)), labels).backward()
     return [(w.detach(), w.grad) for w in _weights(net) if w.grad is not None]
 
 
 def _weights(net: nn.Module) -> list[Tensor]:
     return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
-
-def _logits(output: Tensor | tuple) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output

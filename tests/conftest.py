@@ -15,7 +15,6 @@ import torch
 SEED_ENV, THREADS_ENV, MARGINS_ENV = "RNAS_TEST_SEED", "RNAS_TEST_THREADS", "RNAS_TEST_MARGINS"
 #: Small tensors on a 2-core machine: one intra-op thread is faster and keeps timings steady.
 THREADS = int(os.environ.get(THREADS_ENV, "1"))
-torch.set_num_threads(THREADS)
 
 COMPARE = {"<": operator.lt, ">": operator.gt}
 

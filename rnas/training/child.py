@@ -61,7 +61,8 @@ def child_batches(split: ImageSplit, cfg: ChildTrainConfig, dist: DistributedCon
                         channels_last=use_channels_last(dist.device), shard=dist.shard)
 
 
-def _main_logits(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+def main_logits(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    """The logits of a network that may also return an auxiliary head's: ``(logits, aux_logits)``."""
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -75,7 +76,7 @@ def evaluate_classifier(model: nn.Module, batches: Iterable[tuple[torch.Tensor, 
     model.eval()
     with torch.no_grad(), autocast(device, mixed_precision):
         for x, y in batches:
-            logits = _main_logits(model(x)).float()
+            logits = main_logits(model(x)).float()
             correct = (logits.argmax(1) == y).sum().float()
             totals += torch.stack([F.cross_entropy(logits, y, reduction="sum"), correct,
                                    torch.full_like(correct, len(y))])
