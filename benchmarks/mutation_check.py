@@ -86,8 +86,8 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/strategies/local.py", "sorted(history, key=lambda o: -o.score)", "sorted(history, key=lambda o: o.score)")],
         STRATEGY_TESTS),
     "re-rank winner the worst validation score": (
-        [("rnas/rerank.py", 'return max(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))',
-          'return min(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))')],
+        [("rnas/rerank.py", 'return max(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))',
+          'return min(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))')],
         ["tests/test_rerank.py"]),
     "re-rank candidates ignore the minimum distance": (
         [("rnas/rerank.py", ">= min_distance for j in chosen)", ">= 0 for j in chosen)")], ["tests/test_rerank.py"]),
@@ -102,6 +102,27 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         ["tests/test_blind_search.py"]),
     "re-rank retrains cells an interrupted run measured": (
         [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
+    "a signal's sign inverted (naswot: lower is better)": (
+        [("rnas/signals.py", "    return torch.linalg.slogdet(activations.kernel).logabsdet.item()",
+          "    return -torch.linalg.slogdet(activations.kernel).logabsdet.item()")], ["tests/test_signals.py"]),
+    "the combined ranking ignores a member": (
+        [("rnas/ranking.py", "ranked = {name: w for name, w in weights.items() if w > 0}",
+          "ranked = dict(list({name: w for name, w in weights.items() if w > 0}.items())[:1])")],
+        ["tests/test_ranking.py"]),
+    "the combined ranking ranks values, not percentiles": (
+        [("rnas/ranking.py", "percentiles = {name: rank_percentiles(members[name]) for name in ranked}",
+          "percentiles = {name: list(members[name]) for name in ranked}")], ["tests/test_ranking.py"]),
+    "a tuning run judged on the report column": (
+        [("rnas/truth.py", 'return cls("tune", cfg.select_col) if is_tuning_seed(seed)',
+          'return cls("tune", cfg.report_col) if is_tuning_seed(seed)')], ["tests/test_ranking.py"]),
+    "tuning reference cells drawn from the reported ones": (
+        [("rnas/truth.py", "random.Random(TUNING_REFERENCE_SEED), exclude=set(reported))",
+          "random.Random(REFERENCE_SEED))")], ["tests/test_ranking.py"]),
+    "the signals scored on the validation split": (
+        [("rnas/tasks/image.py", '        train = load_split(data, "train")\n', '        train = load_split(data, "valid")\n')],
+        ["tests/test_ranking.py"]),
+    "a cell's signals depend on the cells scored before it": (
+        [("rnas/ranking.py", "            torch.manual_seed(cell_seed(seed, arch))\n", "")], ["tests/test_ranking.py"]),
 }
 
 

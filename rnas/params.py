@@ -24,13 +24,14 @@ from rnas.controller import ControllerConfig, ControllerTrainConfig
 from rnas.data.prepare import DataConfig
 from rnas.networks.child_cnn import ChildConfig
 from rnas.networks.supernet_cnn import SupernetConfig
+from rnas.ranking import RankingConfig
 from rnas.spaces import get_space
 from rnas.strategies import available_strategies, strategy_class
 from rnas.tasks import available_tasks, get_task
 from rnas.tracking import TrackingConfig
 from rnas.training.child import ChildTrainConfig
 from rnas.training.supernet import SupernetTrainConfig
-from rnas.truth import TruthConfig
+from rnas.truth import MAX_REFERENCE_CELLS, TruthConfig
 
 
 @dataclass
@@ -75,6 +76,9 @@ class SearchParams:
     #: fixed random cells (the same in every run) scored by the final supernet and written to
     #: artifacts/sample/reference.csv, for judging its ranking (evaluate.truth); the search never uses them
     reference_cells: int = 0
+    #: cheap signals computed for the final pool and the reference cells, and the ranking that picks
+    #: the search's top (and rerank's candidates) from the supernet's score and them
+    ranking: RankingConfig = field(default_factory=RankingConfig)
     #: per-strategy options, e.g. ``rnas: {mras: {iterations: 50}}`` (the controller comes from `embed`)
     strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -85,6 +89,7 @@ class SearchParams:
             require(getattr(self, key) > 0, key, "must be positive")
         for key in ("n_new", "n_random", "epochs_per_round", "reference_cells"):
             require(getattr(self, key) >= 0, key, "must be >= 0")
+        require(self.reference_cells <= MAX_REFERENCE_CELLS, "reference_cells", f"must be at most {MAX_REFERENCE_CELLS}")
         for name, options in self.strategies.items():
             require(name in available_strategies(), f"strategies.{name}", "is not a known strategy")
             require(isinstance(options, dict), f"strategies.{name}", "must be a mapping")
@@ -180,6 +185,8 @@ class PipelineParams:
         require(self.space in task.spaces, "space",
                 f"{self.space!r} is not one of {', '.join(task.spaces)} (the spaces of task {self.task!r})")
         task.check(self)
+        require(task.has_signals or not self.search.ranking.signals, "search.ranking.signals",
+                f"the zero-cost signals score image classifiers: task {self.task!r} has none (set it to [])")
         if self.retrain.arch is not None:  # checked now, not after the whole search
             try:
                 get_space(self.space).from_str(self.retrain.arch)

@@ -56,17 +56,18 @@ class ArchPool:
         return (f"the supernet scores all {len(scored)} cells of the pool alike "
                 f"(spread of the scores {spread:.3g} < {BLIND_SPREAD:g})")
 
-    def order(self) -> list[int]:
-        """Row indices, best score first (unscored last)."""
-        return sorted(range(len(self)), key=lambda i: (math.isnan(self.scores[i]), -self.scores[i]
-                                                      if not math.isnan(self.scores[i]) else 0.0))
+    def order(self, by: Sequence[float] | None = None) -> list[int]:
+        """Row indices, best score first (unscored last); ``by``: other values per row to order by."""
+        values = self.scores if by is None else list(by)
+        return sorted(range(len(self)), key=lambda i: (math.isnan(values[i]), -values[i]
+                                                      if not math.isnan(values[i]) else 0.0))
 
     def subset(self, rows: Sequence[int]) -> "ArchPool":
         return ArchPool(self.space, [self.archs[i] for i in rows], [self.scores[i] for i in rows],
                         {k: [v[i] for i in rows] for k, v in self.columns.items()})
 
-    def top(self, k: int) -> "ArchPool":
-        return self.subset(self.order()[:k])
+    def top(self, k: int, by: Sequence[float] | None = None) -> "ArchPool":
+        return self.subset(self.order(by)[:k])
 
     def extend(self, archs: Sequence[Arch], scores: Sequence[float] | None = None,
                **columns: Sequence) -> "ArchPool":

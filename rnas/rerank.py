@@ -8,22 +8,24 @@ interrupted run resumes after its last finished cell and later runs reuse the me
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from rnas.pool import ArchPool
+from rnas.ranking import RANKING
 from rnas.spaces import SearchSpace
 
 #: arch string -> the record of its short training's delivered epoch (``validation_score``: higher is better)
 Measure = Callable[[str], dict[str, Any]]
 
 
-def candidates(pool: ArchPool, top: int, min_distance: int = 1) -> ArchPool:
-    """The pool's best ``top`` cells by supernet score, each differing from every better-scored
-    candidate in at least ``min_distance`` slots (1: the plain top). A supernet scores a cell and
+def candidates(pool: ArchPool, top: int, min_distance: int = 1, by: Sequence[float] | None = None) -> ArchPool:
+    """The pool's best ``top`` cells by supernet score (or by the values ``by``: the search's combined
+    ranking), in that order, each differing from every better-ranked candidate in at least
+    ``min_distance`` slots (1: the plain top). A supernet scores a cell and
     its near copies alike, and a search concentrates its pool around the supernet's favourite, so
     the plain top can be one family of cells; a distance spreads the trainings over several."""
     chosen: list[int] = []
-    for i in pool.order():
+    for i in pool.order(by):
         if len(chosen) == top:
             break
         if all(sum(a != b for a, b in zip(pool.archs[i], pool.archs[j])) >= min_distance for j in chosen):
@@ -33,7 +35,8 @@ def candidates(pool: ArchPool, top: int, min_distance: int = 1) -> ArchPool:
 
 def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dict[str, dict[str, Any]],
            on_measured: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
-    """One row per candidate, in supernet order: its supernet score and what ``measure`` found.
+    """One row per candidate, in the order given (``search_rank``): its supernet score, its combined
+    ranking where the pool has one, and what ``measure`` found.
 
     Cells already in ``done`` are not measured again (``reused``); ``on_measured`` gets ``done``
     after each new measurement.
@@ -47,10 +50,12 @@ def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dic
             done[key] = {**measure(key), "seconds": time.perf_counter() - start}
             if on_measured is not None:
                 on_measured(done)
-        rows.append({"supernet_rank": rank, "arch": key, "supernet_score": score, **done[key], "reused": reused})
+        ranking = {RANKING: candidates.columns[RANKING][rank - 1]} if RANKING in candidates.columns else {}
+        rows.append({"search_rank": rank, "arch": key, "supernet_score": score, **ranking, **done[key],
+                     "reused": reused})
     return rows
 
 
 def winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row with the best validation score; between equals, the one the supernet ranked higher."""
-    return max(rows, key=lambda row: (row["validation_score"], -row["supernet_rank"]))
+    """The row with the best validation score; between equals, the one the search ranked higher."""
+    return max(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))

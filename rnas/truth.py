@@ -1,9 +1,15 @@
 """Judging a search against ground truth: a table of every cell's true accuracy (NAS-Bench-201).
 
 The search never reads the table (only the evaluate stage opens it). With it, a run reports the
-found cell's true accuracy and its percentile in the whole space, and how well the supernet and
-the predictor rank cells: Kendall tau, Spearman's rho and precision at the top 10% between their
-scores and the true accuracies (``ranking``).
+found cell's true accuracy and its percentile in the whole space, and how well the supernet, the
+cheap signals, the combined ranking and the predictor rank cells: Kendall tau, Spearman's rho and
+precision at the top 10% between their scores and the true accuracies (``ranking``).
+
+The protocol that keeps tuning off the reported numbers (``Judging``): a run whose seed is a tuning
+seed (``FIRST_TUNING_SEED`` and up) is judged against the table's select column (validation) on the
+tuning reference cells; any other seed against the report column (test) on the reported reference
+cells. The two sets of cells are disjoint, so nothing tuned on one set of cells, seeds and column is
+ever reported on it.
 """
 from __future__ import annotations
 
@@ -20,8 +26,13 @@ from rnas.controller import kendall_tau
 from rnas.oracle import ARCH_COLUMN, TableOracle
 from rnas.spaces.base import Arch, SearchSpace
 
-#: the reference cells are the same in every run, whatever its seed
-REFERENCE_SEED = 201
+#: seeds from here on are tuning seeds: settings are chosen on their runs only; seeds below are
+#: reported (the README's tables use 0-4) and never choose anything
+FIRST_TUNING_SEED = 100
+#: the reported reference cells are the same in every reported run, the tuning ones in every tuning run
+REFERENCE_SEED, TUNING_REFERENCE_SEED = 201, 1201
+#: reported runs draw at most this many reference cells; tuning cells are never among them
+MAX_REFERENCE_CELLS = 1000
 
 
 @dataclass
@@ -39,9 +50,31 @@ class TruthConfig:
         require(self.table is None or os.path.isfile(self.table), "table", f"no such file: {self.table}")
 
 
-def reference_cells(space: SearchSpace, n: int) -> list[Arch]:
-    """``n`` fixed random cells on which to measure how a supernet ranks (the search never sees their scores)."""
-    return space.sample_unique(n, random.Random(REFERENCE_SEED))
+def is_tuning_seed(seed: int) -> bool:
+    return seed >= FIRST_TUNING_SEED
+
+
+@dataclass(frozen=True)
+class Judging:
+    """What a run of ``seed`` is judged on: the table ``column``, on the reference cells of its ``role``."""
+    role: str       # "tune" or "report"
+    column: str
+
+    @classmethod
+    def of(cls, seed: int, cfg: TruthConfig) -> "Judging":
+        return cls("tune", cfg.select_col) if is_tuning_seed(seed) else cls("report", cfg.report_col)
+
+
+def reference_cells(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
+    """``n`` fixed random cells on which to measure how a supernet ranks (the search never sees their
+    scores): the reported ones for a reported ``seed``, for a tuning seed the tuning ones, drawn apart
+    from the first ``MAX_REFERENCE_CELLS`` reported ones."""
+    if n > MAX_REFERENCE_CELLS:
+        raise ValueError(f"at most {MAX_REFERENCE_CELLS} reference cells")
+    if not is_tuning_seed(seed):
+        return space.sample_unique(n, random.Random(REFERENCE_SEED))
+    reported = space.sample_unique(MAX_REFERENCE_CELLS, random.Random(REFERENCE_SEED))
+    return space.sample_unique(n, random.Random(TUNING_REFERENCE_SEED), exclude=set(reported))
 
 
 def load_truth(cfg: TruthConfig, space: SearchSpace, key: str = "evaluate.truth") -> TableOracle:

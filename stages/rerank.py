@@ -17,13 +17,14 @@ import pandas as pd
 from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, run_fingerprint, seed_everything, stage_main
 from rnas.pool import ArchPool
+from rnas.ranking import RANKING
 from rnas.rerank import candidates, rerank, winner
 
 #: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"
 #: the code that shapes a measurement (rerank's code deps in dvc.yaml; a test keeps them equal)
 CODE = ("stages/rerank.py", "rnas/rerank.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/training",
-        "rnas/ops.py", "rnas/spaces")
+        "rnas/ops.py", "rnas/spaces", "rnas/export.py", "rnas/pool.py", "rnas/ranking.py")
 
 
 def load_done(fingerprint: str) -> dict:
@@ -39,7 +40,8 @@ def main(ctx):
     data = prepared_dir(p, final=False)
     require_inputs(data / "meta.json", ARTIFACTS / "sample/best.json", ARTIFACTS / "sample/pool_final.csv")
     best = read_json(ARTIFACTS / "sample/best.json")
-    pool = candidates(ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv"), k.top, k.min_distance)
+    final = ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv")
+    pool = candidates(final, k.top, k.min_distance, by=final.columns.get(RANKING))
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
     fingerprint = run_fingerprint(data, CODE, child=dataclasses.asdict(p.retrain.child),
                                   train=dataclasses.asdict(train), seed=p.seed)
@@ -60,13 +62,13 @@ def main(ctx):
     if rows:
         chosen = winner(rows)
         best = {**best, "arch": chosen["arch"], "score": chosen["supernet_score"],
-                "validation_score": chosen["validation_score"], "supernet_rank": chosen["supernet_rank"]}
+                "validation_score": chosen["validation_score"], "search_rank": chosen["search_rank"]}
     reused = sum(row["reused"] for row in rows)
-    metrics = {"candidates": len(rows), "supernet_rank": best.get("supernet_rank", 1), "trained": len(rows) - reused,
+    metrics = {"candidates": len(rows), "search_rank": best.get("search_rank", 1), "trained": len(rows) - reused,
                **({"validation_score": best["validation_score"]} if rows else {})}
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:
-        pd.DataFrame(rows, columns=None if rows else ["supernet_rank", "arch", "supernet_score", "validation_score"]
+        pd.DataFrame(rows, columns=None if rows else ["search_rank", "arch", "supernet_score", "validation_score"]
                      ).to_csv(out / "rerank.csv", index=False)
         write_json(out / "best.json", best)
         write_json(out / "metrics.json", metrics)
@@ -74,7 +76,7 @@ def main(ctx):
     ctx.run.log_artifact(ctx.out / "rerank.csv")
     if rows:
         print(f"[rerank] {len(rows)} cells trained {k.epochs} epochs ({reused} measured by an earlier run); "
-              f"the winner, supernet rank {best['supernet_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
+              f"the winner, search rank {best['search_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
     else:
         print(f"[rerank] rerank.top is 0: the supernet's pick goes to retrain: {best['arch']}")
 

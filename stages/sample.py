@@ -4,7 +4,10 @@ Each round: score the pool with the supernet, (re)fit the strategy on the scores
 ``n_new`` architectures (RNAS: MRAS in the embedding), keep the best of the old pool, add
 ``n_random`` fresh random ones, and continue supernet training on the new pool.
 At the end, ``search.reference_cells`` fixed random cells are scored too, for judging the supernet
-against ground truth (evaluate); nothing in the search sees their scores.
+against ground truth (evaluate); nothing in the search sees their scores. The final pool and the
+reference cells get the cheap signals of ``search.ranking`` and the combined ranking
+(rnas.ranking), which picks the top (and so rerank's candidates); ``search.ranking.screen`` fresh
+random cells, scored the same way, join the final pool first.
 """
 import math
 import random
@@ -17,8 +20,10 @@ import torch
 from rnas.artifacts import atomic_dir, load_checkpoint, write_json
 from rnas.pipeline import ARTIFACTS, prepared_dir, report_blind_search, require_inputs, stage_main
 from rnas.pool import ArchPool
+from rnas.ranking import RANKING, add_ranking
 from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy
+from rnas.training.progress import CountProgress
 from rnas.truth import reference_cells
 
 TRACE_COLUMNS = ["round", "iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites",
@@ -45,6 +50,19 @@ def rescore(supernet, pool: ArchPool, label: str, trained: bool) -> list[float]:
         for i, score in zip(rows, supernet.score([pool.archs[i] for i in rows], label=label)):
             scores[i] = score
     return scores
+
+
+def cheap_signals(ctx, data, seed: int, pools: list[ArchPool]) -> list[dict[str, list[float]]]:
+    """The signals of ``search.ranking`` for each pool's cells (name -> values), each cell computed once."""
+    names = ctx.params.search.ranking.signals
+    archs = list(dict.fromkeys(ctx.space.to_str(a) for pool in pools for a in pool.archs)) if names else []
+    if not archs:
+        return [{} for _ in pools]
+    progress = CountProgress("sample", "signals of", len(archs), "cells")
+    values = ctx.task.cheap_signals(ctx.params, ctx.space.name, data, archs, ctx.device, seed,
+                                    progress=lambda done, total: progress.update(done))
+    row = {arch: i for i, arch in enumerate(archs)}
+    return [{name: [values[name][row[ctx.space.to_str(a)]] for a in pool.archs] for name in names} for pool in pools]
 
 
 @stage_main("sample")
@@ -89,11 +107,17 @@ def main(ctx):
                                                                      step=r["epoch"]))
         pools.append(pool)
     pool.scores = rescore(supernet, pool, "final", trained=s.epochs_per_round > 0)
-    reference = ArchPool(ctx.space, reference_cells(ctx.space, s.reference_cells))
+    reference = ArchPool(ctx.space, reference_cells(ctx.space, s.reference_cells, p.seed))
     if s.reference_cells:
         reference.scores = supernet.score(reference.archs, label="reference cells")
     rounds.append(summarise(s.rounds + 1, pool))
-    top = pool.top(s.top)
+    if s.ranking.screen:
+        screened = ctx.space.sample_unique(s.ranking.screen, rng, exclude=set(pool.archs))
+        pool = pool.extend(screened, supernet.score(screened, label="screened cells"),
+                           round=[s.rounds + 1] * len(screened), origin=["screened"] * len(screened))
+    for ranked, signals in zip((pool, reference), cheap_signals(ctx, data, seed, [pool, reference])):
+        add_ranking(ranked, signals, s.ranking.weights)
+    top = pool.top(s.top, by=pool.columns[RANKING])
     best = {"arch": ctx.space.to_str(top.archs[0]), "score": top.scores[0], "space": ctx.space.name,
             "strategy": s.strategy}
     metrics = {"best_score": top.scores[0], "top_mean_score": statistics.mean(top.scores),

@@ -31,15 +31,15 @@ def test_rerank_measures_each_candidate_once_in_supernet_order_and_resumes():
     rows = rerank(SPACE, scored_pool(), measure, done, on_measured=lambda d: saved.append(sorted(d)))
     assert measured == [CELLS[2], CELLS[0]]  # the one already measured is not trained again
     assert saved == [sorted([CELLS[1], CELLS[2]]), sorted(CELLS)]  # saved after each new measurement
-    assert [(r["supernet_rank"], r["arch"], r["supernet_score"], r["reused"]) for r in rows] == [
+    assert [(r["search_rank"], r["arch"], r["supernet_score"], r["reused"]) for r in rows] == [
         (1, CELLS[1], 0.9, True), (2, CELLS[2], 0.8, False), (3, CELLS[0], 0.7, False)]
     assert winner(rows)["arch"] == CELLS[0]  # supernet rank 3, the best validation score
 
 
 def test_winner_ties_go_to_the_supernets_higher_rank():
-    rows = [{"supernet_rank": 1, "validation_score": 0.5}, {"supernet_rank": 2, "validation_score": 0.7},
-            {"supernet_rank": 3, "validation_score": 0.7}]
-    assert winner(rows)["supernet_rank"] == 2
+    rows = [{"search_rank": 1, "validation_score": 0.5}, {"search_rank": 2, "validation_score": 0.7},
+            {"search_rank": 3, "validation_score": 0.7}]
+    assert winner(rows)["search_rank"] == 2
 
 
 def test_validation_scores_are_higher_is_better_for_both_tasks():

@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from rnas.config import ConfigError
+from rnas.controller import kendall_tau
 from rnas.oracle import TableOracle
 from rnas.params import parse_params
+from rnas.ranking import combined_scores
 from rnas.spaces.nb201 import OPS, NB201Space
 from rnas.truth import TruthConfig, judge, load_truth, percentile, precision_at_top, ranking, reference_cells
 from tests.test_data import write_image_folder
@@ -125,9 +127,14 @@ def test_nb201_run_is_judged_by_the_table_that_only_evaluate_opens(nb201_run):
     artifacts = project / "artifacts"
     metrics = json.loads((artifacts / "evaluate/metrics.json").read_text())
     truth = pd.read_csv(table).set_index("arch_str")["test_acc_200ep"]
-    # the final pool's top 3 by supernet score, re-ranked by a short training: the best validation wins
+    # the final pool's top 3 by the combined ranking (the profile's: supernet, naswot and params),
+    # re-ranked by a short training: the best validation wins
     reranked, pool = pd.read_csv(artifacts / "rerank/rerank.csv"), pd.read_csv(artifacts / "sample/pool_final.csv")
-    assert reranked["arch"].tolist() == pool.sort_values("score", ascending=False, kind="stable")["arch"][:3].tolist()
+    assert pool["ranking"].tolist() == pytest.approx(combined_scores(
+        {"supernet": pool["score"], "naswot": pool["signal_naswot"], "params": pool["signal_params"]},
+        {"supernet": 1, "naswot": 1, "params": 1}))
+    assert reranked["arch"].tolist() == pool.sort_values("ranking", ascending=False, kind="stable")["arch"][:3].tolist()
+    assert (pool["origin"] == "screened").sum() == 4  # search.ranking.screen: fresh cells ranked with the pool
     found = json.loads((artifacts / "rerank/best.json").read_text())["arch"]
     assert found == reranked["arch"][reranked["validation_score"].idxmax()]
     assert (reranked["validation_score"] == reranked["valid_accuracy"]).all()
@@ -138,6 +145,16 @@ def test_nb201_run_is_judged_by_the_table_that_only_evaluate_opens(nb201_run):
     reference = pd.read_csv(artifacts / "sample/reference.csv")
     assert reference["arch"].tolist() == [SPACE.to_str(a) for a in reference_cells(SPACE, 20)]
     assert metrics["truth_supernet_n"] == 20 and -1 <= metrics["truth_supernet_kendall_tau"] <= 1
+    assert (metrics["truth_role"], metrics["truth_column"]) == ("report", "test_acc_200ep")  # seed 0 reports
+    for name in ("ranking", "params", "flops", "synflow", "naswot", "grad_norm", "snip"):
+        assert metrics[f"truth_{name}_n"] == 20 and -1 <= metrics[f"truth_{name}_kendall_tau"] <= 1
+    top_ranked = pool["arch"][pool["ranking"].idxmax()]
+    assert metrics["truth_ranked_pool_pick_acc"] == pytest.approx(truth[top_ranked])
+    assert json.loads((artifacts / "sample/best.json").read_text())["arch"] == top_ranked
+    # the made-up truth rewards convolutions, which are the cells' parameters: no training involved
+    assert metrics["truth_params_kendall_tau"] > 0.5
+    assert metrics["truth_params_kendall_tau"] == pytest.approx(
+        kendall_tau(reference["signal_params"].tolist(), truth[reference["arch"]].tolist()))
     for name in ("warmup", "pool", "predictor"):
         assert -1 <= metrics[f"truth_{name}_kendall_tau"] <= 1 or math.isnan(metrics[f"truth_{name}_kendall_tau"])
     assert (artifacts / "evaluate/truth_scatter.png").read_bytes()[:4] == b"\x89PNG"

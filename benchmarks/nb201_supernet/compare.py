@@ -44,7 +44,7 @@ def run_one(overrides: list[str], strategy: str, seed: int) -> dict:
     metrics = json.loads(Path("artifacts/evaluate/metrics.json").read_text())
     best = json.loads(Path("artifacts/rerank/best.json").read_text())
     return {"strategy": strategy, "seed": seed, "arch": best["arch"], "supernet_score": best["score"],
-            "supernet_rank": best.get("supernet_rank", 1),
+            "search_rank": best.get("search_rank", 1),
             **{k: metrics.get(k) for k in COLUMNS}, "wall_seconds": round(time.perf_counter() - start, 1),
             "loadavg": os.getloadavg()[0]}
 

@@ -6,12 +6,14 @@
 
 Trains each cell from scratch as the rerank stage of `nb201-cpu` does (the NB201 network at C=8,
 N=1 on 10,000 training images at 16x16, crop and flip, SGD with nesterov, cosine lr 0.05 -> 0,
-weight decay 5e-4, batch 64, seed 0) and records the validation accuracy and loss after every epoch
+weight decay 5e-4, batch 64, --seed) and records the validation accuracy and loss after every epoch
 with the cell's true accuracy. The cells: the first --cells of the pipeline's reference cells
 (``rnas.truth.reference_cells``), or with --from-scores the best --cells of a ``levers.py
 --scores-out`` file by supernet loss score (the candidates a re-ranking gets). Writes one row per
 cell to --out and prints one JSON line per epoch count: Kendall tau, Spearman, precision@10% of the
-validation accuracy against the table, and the true accuracy of the cell it picks.
+validation accuracy against the table, and the true accuracy of the cell it picks. The protocol
+(rnas.truth.Judging): a tuning --seed (100 and up, the default) takes the tuning reference cells and
+judges against the validation column; a reported seed the reported cells and the test column.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from rnas.networks.child_cnn import ChildConfig
 from rnas.spaces.nb201 import NB201Space
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.distributed import DistributedContext
-from rnas.truth import TruthConfig, load_truth, ranking, reference_cells, true_accuracies
+from rnas.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
 
 def main() -> None:
@@ -48,27 +50,29 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=100, help="trains the cells; 100 and up: a tuning seed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     space, device = NB201Space(), torch.device("cpu")
-    oracle = load_truth(TruthConfig(table=args.table), space, key="--table")
+    judging = Judging.of(args.seed, TruthConfig())
+    oracle = load_truth(TruthConfig(table=args.table, report_col=judging.column), space, key="--table")
     data = prepared(args)
     train, valid = (load_resized(data, split, 16) for split in ("train", "valid"))
     if args.from_scores:
         frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
         cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
     else:
-        cells = reference_cells(space, 200)[:args.cells]
+        cells = reference_cells(space, args.cells, args.seed)
     cfg = ChildTrainConfig(epochs=args.epochs, batch_size=64, lr_max=0.05, lr_min=0.0, nesterov=True,
                            weight_decay=5e-4, drop_path_prob=0.0, augment=AugmentConfig(crop_padding=2, flip=True))
     child = ChildConfig(cells_per_stage=1, channels=args.channels, stem_multiplier=1, auxiliary=False,
                         classifier_dropout=0.0)
     dist, rows, checkpoint = DistributedContext(device=device), [], Path(args.out).with_suffix(".ckpt")
     for arch, truth in zip(cells, true_accuracies(oracle, cells)):
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         start = time.process_time()
         history = train_child(build_network(space.to_str(arch), child, 10, 3, "nb201"), cfg,
-                              child_batches(train, cfg, dist, train=True, seed=0),
+                              child_batches(train, cfg, dist, train=True, seed=args.seed),
                               child_batches(valid, cfg, dist, train=False), device, checkpoint, space.to_str(arch))
         checkpoint.unlink()
         rows.append({"arch": space.to_str(arch), "truth": truth, "cpu_seconds": round(time.process_time() - start, 1),

@@ -123,6 +123,8 @@ class Task(ABC):
     data_unit: ClassVar[str]
     #: columns of the retraining history drawn per epoch, and their axis label
     curves: ClassVar[tuple[tuple[str, ...], str]]
+    #: whether the zero-cost signals (rnas.signals, which score image classifiers) mean anything here
+    has_signals: ClassVar[bool] = False
 
     def check(self, params: PipelineParams) -> None:
         """Cross-checks of the parameters this task needs (ConfigError naming the key)."""
@@ -157,3 +159,10 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, card: dict[str, Any], data: Path, cfg: EvaluateParams,
                  device: Any) -> Evaluation:
         """The retrained model on the test split of the prepared data in ``data``."""
+
+    def cheap_signals(self, params: PipelineParams, space_name: str, data: Path, archs: Sequence[str],
+                      device: Any, seed: int, progress: Callable[[int, int], None] | None = None
+                      ) -> dict[str, list[float]]:
+        """The zero-cost signals ``params.search.ranking.signals`` of each cell of ``archs`` (space
+        strings), on one batch of the training split of the prepared data in ``data``."""
+        raise NotImplementedError(f"task {self.name} has no cheap signals")

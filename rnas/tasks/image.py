@@ -3,18 +3,20 @@ NAS-Bench-201 cell space on prepared image splits; supernet score = accuracy on 
 batches (higher is better)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from rnas.data.images import ImageSplit, load_split
+from rnas.config import from_dict, require
+from rnas.data.images import ImageBatches, ImageSplit, load_split
 from rnas.data.prepare import DataConfig, prepare_dataset
 from rnas.evaluate import evaluate_model
 from rnas.export import build_network, model_card
 from rnas.networks.child_cnn import ChildConfig
-from rnas.config import require
 from rnas.networks import SUPERNETS
 from rnas.networks.supernet_cnn import SupernetConfig
+from rnas.ranking import signal_scores
 from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs, supernet_epochs
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
@@ -40,6 +42,7 @@ class ImageTask(Task):
                           network=ChildConfig, train=ChildTrainConfig)
     data_unit = "images"
     curves = (("train_accuracy", "valid_accuracy"), "accuracy")
+    has_signals = True
 
     def check(self, params):
         if params.space == "nb201":  # the NB201 skeleton: a stem of C channels, no auxiliary head, no drop-path
@@ -51,6 +54,7 @@ class ImageTask(Task):
                     "must be false for space nb201 (its network has no auxiliary head)")
             require(params.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
                     "must be 0 for space nb201 (its network has no drop-path)")
+        signal_network(params)  # a bad key in search.ranking.child is reported now, not after the search
         require(params.rerank.top == 0 or params.data.search.valid_fraction > 0, "rerank.top",
                 "re-ranking needs a validation split: set data.search.valid_fraction > 0, or rerank.top: 0")
 
@@ -86,6 +90,16 @@ class ImageTask(Task):
     def validation_score(self, record):
         return record["valid_accuracy"]
 
+    def cheap_signals(self, params, space_name, data, archs, device, seed, progress=None):
+        ranking = params.search.ranking
+        train = load_split(data, "train")
+        # one batch drawn by the seed, without augmentation: every cell sees the same images
+        images, labels = next(iter(ImageBatches(train, ranking.batch_size, device, shuffle=True, seed=seed)))
+        child = signal_network(params)
+        return signal_scores(lambda arch: build_network(arch, child, len(train.classes), train.images.shape[1],
+                                                        space_name).to(device),
+                             archs, images, labels, ranking.signals, seed, progress)
+
     def evaluate(self, model, card, data: Path, cfg, device):
         test = evaluate_model(model, card, load_split(data, "test"), device, cfg.batch_size,
                               cfg.latency_batch_size, cfg.latency_repeats)
@@ -94,6 +108,12 @@ class ImageTask(Task):
         return Evaluation(metrics, f"test accuracy {test['accuracy']:.2%} on {test['images']} images, "
                                    f"{test['params_m']:.2f}M parameters, {test['mflops']:.1f} MFLOPs, "
                                    f"{test['latency_ms']:.1f} ms")
+
+
+def signal_network(params) -> ChildConfig:
+    """The network the signals score a cell in: ``retrain.child`` with ``search.ranking.child``'s keys replaced."""
+    return from_dict(ChildConfig, {**dataclasses.asdict(params.retrain.child), **params.search.ranking.child},
+                     "search.ranking.child")
 
 
 TASK = ImageTask
