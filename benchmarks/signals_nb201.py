@@ -4,14 +4,15 @@
         --table ../shared/data/nb201/cifar10.csv --cells 200 --seed 100
 
 Takes the pipeline's reference cells of --seed (rnas.truth.reference_cells: for a tuning seed, 100
-and up, the tuning cells), builds each as the table's network (rnas.networks.nb201, by default at
+and up, the tuning cells; or, with --random, --cells random cells drawn with --seed), builds each as the table's network (rnas.networks.nb201, by default at
 the published size, C=16 and N=5, at --resolution, initialised as the pipeline does:
 rnas.ranking.cell_seed), scores it with every signal on one batch of --batch-size CIFAR-10
 training images (drawn with --seed, no augmentation, normalised with the prepared training split's
 mean and std as the pipeline does; the data is prepared once into --cache, shared with levers.py),
-and prints one JSON line: each signal's Kendall tau, Spearman rho and precision at the top 10%, and
-the same for every equal-weight rank ensemble (rnas.ranking.combined_scores) of 2 or 3 signals,
-with N, the seed and the seconds per cell (wall and CPU).
+and prints one JSON line: each signal's Kendall tau, Spearman rho, precision at the top 10% and the
+true accuracy of the cell it scores best (``pick_acc``: a search by that signal alone over these
+cells), and the same for every equal-weight rank ensemble (rnas.ranking.combined_scores) of 2 or 3
+signals, with the cells' mean and best true accuracy, N, the seed and the seconds per cell.
 
 The protocol is enforced (rnas.truth.Judging): a tuning seed is judged against the validation
 column, any other seed against the test column, so settings chosen here on tuning seeds never
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -47,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument("--cells", type=int, default=200)
+    parser.add_argument("--random", action="store_true", help="random cells drawn with --seed, not the reference cells")
     parser.add_argument("--seed", type=int, default=100,
                         help="the cells' weights and the batch; a tuning seed (100 and up) judges on validation")
     parser.add_argument("--batch-size", type=int, default=128, help="NASWOT's batch in Mellor et al.")
@@ -67,7 +70,9 @@ def main() -> None:
     oracle = TableOracle.from_csv(args.table, space, judging.column, judging.column)
     train = load_resized(prepared(args), "train", args.resolution)
     images, labels = next(iter(ImageBatches(train, args.batch_size, device, shuffle=True, seed=args.seed)))
-    cells = [space.to_str(c) for c in reference_cells(space, args.cells, args.seed)]
+    drawn = (space.sample_unique(args.cells, random.Random(args.seed)) if args.random
+             else reference_cells(space, args.cells, args.seed))
+    cells = [space.to_str(c) for c in drawn]
     child = ChildConfig(cells_per_stage=args.cells_per_stage, channels=args.channels, stem_multiplier=1,
                         auxiliary=False, classifier_dropout=0.0)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -81,9 +86,12 @@ def main() -> None:
     ranked = {name: rank_percentiles(values) for name, values in scores.items()}
     ensembles = {"+".join(members): combined_scores(ranked, dict.fromkeys(members, 1.0))
                  for size in (2, 3) for members in itertools.combinations(args.signals, size)}
-    quality = {name: {k: round(v, 4) for k, v in ranking(values, truth).items() if k != "n"}
+    quality = {name: {**{k: round(v, 4) for k, v in ranking(values, truth).items() if k != "n"},
+                      "pick_acc": truth[max(range(len(values)), key=values.__getitem__)]}
                for name, values in {**ranked, **ensembles}.items()}
-    print(json.dumps({"n": len(cells), "seed": args.seed, "role": judging.role, "column": judging.column,
+    print(json.dumps({"n": len(cells), "cells": "random" if args.random else "reference", "seed": args.seed,
+                      "role": judging.role, "column": judging.column,
+                      "mean_acc": round(sum(truth) / len(truth), 3), "max_acc": max(truth),
                       "channels": args.channels, "cells_per_stage": args.cells_per_stage,
                       "resolution": args.resolution, "batch_size": len(labels), "threads": args.threads,
                       "seconds_per_cell": round(seconds / len(cells), 3),
