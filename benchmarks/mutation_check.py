@@ -2,7 +2,7 @@
 
     python benchmarks/mutation_check.py [--only NAME ...] [--keep]
 
-For each mutation below (the bugs ALGORITHM.md names, and other mistakes typical of this family
+For each mutation below (the bugs docs/algorithm.md names, and other mistakes typical of this family
 of methods) the tracked files are copied to a temporary folder, the one change is made there
 (the text to replace must occur exactly once), and the named test files are run with pytest
 (``-x``, one torch thread). A mutation is caught when pytest fails. Prints one JSON line per

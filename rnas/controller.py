@@ -1,4 +1,4 @@
-"""The controller: encoder - performance predictor - decoder (ALGORITHM.md §3, as in NAO).
+"""The controller: encoder - performance predictor - decoder (docs/algorithm.md §3, as in NAO).
 
 The encoder maps an architecture's token sequence to per-step outputs ``[B, T, d]`` (each step
 L2-normalised); the architecture embedding is the normalised mean over steps. The predictor
@@ -46,7 +46,7 @@ class ControllerTrainConfig:
     grad_clip: float = 5.0
     mse_weight: float = 0.8      # loss = w * MSE + (1 - w) * NLL
     symmetry_augment: bool = True
-    #: how scores become predictor targets (``normalise_targets``): "minmax" (ALGORITHM.md §3), or
+    #: how scores become predictor targets (``normalise_targets``): "minmax" (docs/algorithm.md §3), or
     #: "rank", which a few broken architectures far below the rest cannot squeeze together
     targets: Literal["minmax", "rank"] = "minmax"
     #: random architectures added to each batch's reconstruction loss (no predictor target). With

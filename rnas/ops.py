@@ -1,4 +1,4 @@
-"""The candidate operations of the NAO / ENAS cell space (ALGORITHM.md §1), DARTS style.
+"""The candidate operations of the NAO / ENAS cell space (docs/algorithm.md §1), DARTS style.
 
 ``OP_TABLE`` maps every op name of ``rnas.spaces.nao_cnn.OPS`` to a constructor
 ``(channels, stride) -> nn.Module``. Every op keeps the channel count; stride 2 halves the

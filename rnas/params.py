@@ -107,7 +107,7 @@ class SearchParams:
 
 @dataclass
 class RerankParams:
-    """ALGORITHM.md §5, "optionally re-rank the top 5 by a short stand-alone training": the final
+    """docs/algorithm.md §5, "optionally re-rank the top 5 by a short stand-alone training": the final
     pool's ``top`` cells by supernet score (``min_distance`` slots apart), each trained from scratch for ``epochs`` with the retrain
     network and recipe (``retrain.child``, ``retrain.train``) on the search data's training split,
     ranked by the validation split. 0: no re-ranking, the supernet's pick goes to retrain."""

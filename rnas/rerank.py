@@ -1,4 +1,4 @@
-"""Re-ranking the search's best cells by a short stand-alone training (ALGORITHM.md §5, "Finish").
+"""Re-ranking the search's best cells by a short stand-alone training (docs/algorithm.md §5, "Finish").
 
 A weight-sharing supernet ranks cells coarsely: its top holds good and ordinary cells alike. Each
 of the top few is trained from scratch for a few epochs and the one with the best validation score

@@ -1,4 +1,4 @@
-"""sample: the search rounds (ALGORITHM.md §5): propose new architectures, refresh the pool, train on.
+"""sample: the search rounds (docs/algorithm.md §5): propose new architectures, refresh the pool, train on.
 
 Each round: score the pool with the supernet, (re)fit the strategy on the scores, let it propose
 ``n_new`` architectures (RNAS: MRAS in the embedding), keep the best of the old pool, add

@@ -19,7 +19,7 @@ RNAS_PTB_CELL = "0 2 1 2 2 1 3 3 4 1 2 0 3 2 2 1 6 2 7 1 6 0"
 
 
 class RecurrentLikeSpace(SearchSpace):
-    """ALGORITHM.md §7's cell, built by hand: s_0 from the inputs, s_1..s_11 each pick a
+    """docs/algorithm.md §7's cell, built by hand: s_0 from the inputs, s_1..s_11 each pick a
     predecessor and an activation, the output is the mean of s_1..s_11 (12 nodes in all)."""
     name = "recurrent_like"
 

@@ -45,7 +45,7 @@ def every_activation_archs(space: RNNCellSpace, n: int, seed: int = 0) -> list[t
 
 
 def reference_cell_outputs(model, arch, tokens: torch.Tensor, hidden: torch.Tensor, weight_of) -> torch.Tensor:
-    """The cell of ALGORITHM.md §7 written out node by node, no dropout: outputs [T, B, H]."""
+    """The cell of docs/algorithm.md §7 written out node by node, no dropout: outputs [T, B, H]."""
     acts = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
     outputs = []
     for x in model.embedding(tokens):

@@ -1,4 +1,4 @@
-"""The final network of one architecture of the NAO cell space (ALGORITHM.md §6).
+"""The final network of one architecture of the NAO cell space (docs/algorithm.md §6).
 
 Stem, 3 stages of ``cells_per_stage`` normal cells with a reduction cell between stages
 (channels doubled at each), an optional auxiliary head after the second reduction, global

@@ -1,4 +1,4 @@
-"""Recurrent language models of the RNN cell space (ALGORITHM.md §7): the weight-sharing
+"""Recurrent language models of the RNN cell space (docs/algorithm.md §7): the weight-sharing
 supernet and the final model of one cell, NAO-WS / DARTS style.
 
 Both read word ids ``[T, B]``, embed them (tied with the decoder, so the embedding size is the

@@ -1,4 +1,4 @@
-"""The weight-sharing supernet of the NAO cell space (ALGORITHM.md §2, NAO-WS PyTorch port).
+"""The weight-sharing supernet of the NAO cell space (docs/algorithm.md §2, NAO-WS PyTorch port).
 
 Every (cell, node, branch, input node, op) owns its module, built from ``rnas.ops.OP_TABLE``
 with stride 2 where a reduction cell reads node 0 or 1; a sep-conv's weights and batch-norm

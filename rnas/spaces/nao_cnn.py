@@ -1,4 +1,4 @@
-"""The NAO / ENAS convolutional cell space (ALGORITHM.md §1).
+"""The NAO / ENAS convolutional cell space (docs/algorithm.md §1).
 
 An architecture is a normal cell followed by a reduction cell; each cell has B = 5 nodes
 (ids 2..6, after the two cell inputs 0 and 1), each node two branches ``(input, op)``:
@@ -15,7 +15,7 @@ N_NODES = 5
 N_INPUTS = 2
 CELL_LEN = 4 * N_NODES
 
-# Published cells (ALGORITHM.md §9): normal then reduction, per node x_in x_op y_in y_op.
+# Published cells (docs/algorithm.md §9): normal then reduction, per node x_in x_op y_in y_op.
 NAONET_WS = "0 1 0 4 2 2 1 3 1 0 2 0 2 3 1 3 1 2 0 4 1 1 0 3 2 3 2 3 1 0 0 1 0 4 2 4 2 3 2 3"
 NAONET_B_36 = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
 

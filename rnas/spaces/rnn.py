@@ -1,4 +1,4 @@
-"""The NAO-WS / DARTS recurrent cell space for language modelling (ALGORITHM.md §7).
+"""The NAO-WS / DARTS recurrent cell space for language modelling (docs/algorithm.md §7).
 
 A cell has 12 states: s0 mixes the input x_t and the previous hidden state h_{t-1}; node
 i = 1..11 reads one earlier state ``pred`` in [0, i) through one activation ``act``. An

@@ -1,4 +1,4 @@
-"""RNAS: Model Reference Adaptive Search (MRAS) in the controller's latent space (ALGORITHM.md §4).
+"""RNAS: Model Reference Adaptive Search (MRAS) in the controller's latent space (docs/algorithm.md §4).
 
 ``mras_search`` maximises a batched objective H over x in R^D with a diagonal Gaussian model
 f(x; theta_k), one objective call per iteration. What runs, per iteration k (Hu, Fu & Marcus 2007,

@@ -1,6 +1,6 @@
 """Tasks: what the pipeline searches for, one module each (``rnas/tasks/<name>.py`` defining
 ``TASK``): ``image`` (classification, the CNN track) and ``language`` (word-level language
-modelling, the RNN track of ALGORITHM.md §7). The six stages are the same for every task; they
+modelling, the RNN track of docs/algorithm.md §7). The six stages are the same for every task; they
 ask the task (``rnas.tasks.base.Task``) for the work that differs.
 """
 from __future__ import annotations

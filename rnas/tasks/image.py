@@ -1,4 +1,4 @@
-"""Image classification, the CNN track (ALGORITHM.md §1-§6): the NAO cell space or the
+"""Image classification, the CNN track (docs/algorithm.md §1-§6): the NAO cell space or the
 NAS-Bench-201 cell space on prepared image splits; supernet score = accuracy on fixed validation
 batches (higher is better)."""
 from __future__ import annotations

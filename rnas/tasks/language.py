@@ -1,4 +1,4 @@
-"""Word-level language modelling, the RNN track (ALGORITHM.md §7): the recurrent cell space on a
+"""Word-level language modelling, the RNN track (docs/algorithm.md §7): the recurrent cell space on a
 prepared corpus (Penn Treebank). The supernet measures each architecture's validation loss, and
 lower is better: the search score is ``-valid_loss``; metrics and plots report perplexities."""
 from __future__ import annotations

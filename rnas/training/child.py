@@ -1,4 +1,4 @@
-"""Training a final network from scratch (ALGORITHM.md §6), resumable from a per-epoch checkpoint.
+"""Training a final network from scratch (docs/algorithm.md §6), resumable from a per-epoch checkpoint.
 
 The checkpoint carries the caller's run fingerprint: an interrupted run with the same
 fingerprint continues at the next epoch and ends with the weights an uninterrupted run would

@@ -1,4 +1,4 @@
-"""Training recurrent language models on a word stream (ALGORITHM.md §7): the weight-sharing
+"""Training recurrent language models on a word stream (docs/algorithm.md §7): the weight-sharing
 supernet (``LMSupernetTrainer``, the RNN counterpart of ``SupernetTrainer``) and the final model
 (``train_language_model``, the counterpart of ``train_child``).
 

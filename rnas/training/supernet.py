@@ -1,4 +1,4 @@
-"""Training and scoring the weight-sharing supernet (ALGORITHM.md §2, §5).
+"""Training and scoring the weight-sharing supernet (docs/algorithm.md §2, §5).
 
 One trainer lives across stages: the warmup stage trains it on the seed pool and saves its
 state; the sample stage loads that state and continues on each round's pool. The cosine
