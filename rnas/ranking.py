@@ -65,16 +65,6 @@ class RankingConfig:
         require(self.batch_size >= 2, "batch_size", "must be at least 2 (naswot compares images)")
         require(self.screen >= 0, "screen", "must be >= 0")
 
-    @property
-    def members(self) -> dict[str, float]:
-        """The members that rank, with their weights."""
-        return {name: float(weight) for name, weight in self.weights.items() if weight > 0}
-
-    @property
-    def combined(self) -> bool:
-        """Whether the ranking is anything other than the supernet's own score."""
-        return set(self.members) != {SUPERNET}
-
 
 def rank_percentiles(values: Sequence[float]) -> list[float]:
     """Each value's rank among ``values`` scaled to [0, 1] (1: the highest), ties at their mean rank.
