@@ -40,7 +40,7 @@ from rnas.params import load_params
 from rnas.spaces import get_space
 from rnas.strategies import make_strategy
 from rnas.strategies.rnas import latent_objective, mras_search
-from stages.embed import holdout_split
+from rnas.embedding import holdout_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -105,10 +105,19 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def precision_at_top(scores: Sequence[float], truth: Sequence[float], fraction: float = 0.1) -> float:
-    """Share of the top ``fraction`` by score that are also in the top ``fraction`` by truth."""
+    """Share of the top ``fraction`` by score that are also in the top ``fraction`` by truth, expected
+    over random tie-breaking: a tie at the cut-off shares the remaining places, so a ranking that ties
+    everything scores what a random one does on average (``fraction``), whatever the order of the cells."""
     k = max(1, round(len(scores) * fraction))
-    top = lambda values: set(sorted(range(len(values)), key=lambda i: -values[i])[:k])  # noqa: E731
-    return len(top(list(scores)) & top(list(truth))) / k
+    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k
+
+
+def top_membership(values: Sequence[float], k: int) -> list[float]:
+    """Each value's chance to be among the ``k`` largest when ties are broken at random (NaN: lowest)."""
+    values = [-math.inf if math.isnan(v) else v for v in values]
+    cut = sorted(values, reverse=True)[k - 1]
+    above, tied = sum(v > cut for v in values), sum(v == cut for v in values)
+    return [1.0 if v > cut else (k - above) / tied if v == cut else 0.0 for v in values]
 
 
 def ranking(scores: Sequence[float], truth: Sequence[float]) -> dict[str, float]:

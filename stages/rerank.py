@@ -27,6 +27,14 @@ CODE = ("stages/rerank.py", "rnas/rerank.py", "rnas/tasks", "rnas/data", "rnas/n
         "rnas/ops.py", "rnas/spaces", "rnas/export.py", "rnas/pool.py", "rnas/ranking.py")
 
 
+def measurement_fingerprint(p, data) -> str:
+    """What a measurement depends on: the network and recipe (``retrain.child``, ``retrain.train`` for
+    ``rerank.epochs``), the seed, the prepared data and CODE; not which cells are candidates, nor how many."""
+    train = dataclasses.replace(p.retrain.train, epochs=p.rerank.epochs)
+    return run_fingerprint(data, CODE, child=dataclasses.asdict(p.retrain.child), train=dataclasses.asdict(train),
+                           seed=p.seed)
+
+
 def load_done(fingerprint: str) -> dict:
     """Cells measured by earlier runs of the same configuration."""
     path = STATE / "measured.json"
@@ -43,8 +51,7 @@ def main(ctx):
     final = ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv")
     pool = candidates(final, k.top, k.min_distance, by=final.columns.get(RANKING))
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
-    fingerprint = run_fingerprint(data, CODE, child=dataclasses.asdict(p.retrain.child),
-                                  train=dataclasses.asdict(train), seed=p.seed)
+    fingerprint = measurement_fingerprint(p, data)
 
     def measure(arch: str) -> dict:
         print(f"[rerank] training {arch} for {k.epochs} epochs", file=sys.stderr, flush=True)

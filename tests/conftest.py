@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Tests that assert on the result of training (an accuracy above x, a loss ratio below y, a tau) take
-their seed from the ``seed`` fixture and check with ``bound``: ``benchmarks/test_margins.py`` reruns
+their seed from the ``seed`` fixture and check with ``bound``: ``tests/tools/bound_margins.py`` reruns
 them (``-m trained``) over seeds and thread counts and reports each bound's smallest margin, so a
 bound that holds only by luck on one CPU shows up before a user meets it.
 """
@@ -20,7 +20,8 @@ COMPARE = {"<": operator.lt, ">": operator.gt}
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "trained: asserts on the result of training (benchmarks/test_margins.py)")
+    config.addinivalue_line("markers", "trained: asserts on the result of training (tests/tools/bound_margins.py)")
+    config.addinivalue_line("markers", "slow: runs the pipeline or stage processes; `-m \"not slow\"` is the quick loop")
 
 
 @pytest.fixture(autouse=True)

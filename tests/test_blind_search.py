@@ -12,7 +12,7 @@ from rnas.pool import BLIND_SPREAD, ArchPool
 from rnas.spaces import get_space
 from rnas.tasks.base import Supernet
 from rnas.tracking import BLIND_SEARCH_TAG, PIPELINE_KEY_TAG
-from tests.test_pipeline import clone_project, run
+from tests.helpers import clone_project, run
 
 BLIND_WARNING = "warning: blind search: the supernet scores all"
 
@@ -62,6 +62,7 @@ def test_a_pool_scored_within_the_tolerance_is_blind():
     assert ArchPool(space, archs, [0.25, math.nan, 0.5]).blind_reason() is None  # unscored cells do not count
 
 
+@pytest.mark.slow
 def test_a_blind_supernet_is_reported_by_warmup_and_sample_and_tau_is_nan_with_the_reason(prepared, monkeypatch,
                                                                                           capsys):
     stderr = search_with_scores(prepared, monkeypatch, capsys, lambda arch: 0.09375)
@@ -79,6 +80,7 @@ def test_a_blind_supernet_is_reported_by_warmup_and_sample_and_tau_is_nan_with_t
     assert math.isnan(parent.data.metrics["predictor_tau"])
 
 
+@pytest.mark.slow
 def test_a_supernet_that_tells_cells_apart_gives_a_real_tau_and_no_warning(prepared, monkeypatch, capsys):
     stderr = search_with_scores(prepared, monkeypatch, capsys, lambda arch: sum(arch) / 100)
     assert not [line for lines in stderr.values() for line in lines if BLIND_WARNING in line]

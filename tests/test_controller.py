@@ -55,7 +55,7 @@ def test_training_fits_predictor_and_reconstructs(space, seed, bound):
     bound("tau before", before["kendall_tau"], "<", 0.6)
     bound("tau after", after["kendall_tau"], ">", 0.6)
     bound("token accuracy before", before["reconstruction_token_acc"], "<", 0.9)
-    # 0.93-1.00 over seeds 0-4 on 1 and 2 threads (benchmarks/bound_margins.py); 0.24-0.25 untrained
+    # 0.93-1.00 over seeds 0-4 on 1 and 2 threads (tests/tools/bound_margins.py); 0.24-0.25 untrained
     bound("token accuracy after", after["reconstruction_token_acc"], ">", 0.8)
 
 

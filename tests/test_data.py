@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from sklearn.datasets import load_digits
 
 from rnas.config import ConfigError, from_dict
@@ -23,6 +22,7 @@ from rnas.data.images import class_balanced_order, cutout, random_crop
 from rnas.data.prepare import resized
 from rnas.data.text import CorpusError, TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.errors import DataError
+from tests.helpers import write_image, write_image_folder
 
 SHARED_DATA = Path(__file__).parents[2] / "shared/data"
 CPU = torch.device("cpu")
@@ -169,20 +169,6 @@ def test_cifar10_batch_files_may_not_run_code(tmp_path):
 
 
 # --- imagefolder --------------------------------------------------------------------------
-
-
-def write_image(path: Path, value: int, size: tuple[int, int] = (6, 5), mode: str = "RGB") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, value if mode == "L" else (value, 255 - value, value // 2)).save(path)
-
-
-def write_image_folder(root: Path, splits: dict[str, int], classes=("cat", "dog", "emu")) -> Path:
-    """``<split>/<class>/<k>.jpg`` (split "" = ``<class>/<k>.jpg``), ``n`` images per class."""
-    for split, n in splits.items():
-        for c, cls in enumerate(classes):
-            for k in range(n):
-                write_image(root / split / cls / f"{k:03d}.jpg", 40 * c + k)
-    return root
 
 
 def make_tar_gz(folder: Path, archive: Path) -> Path:

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from rnas.tracking import BLIND_SEARCH_TAG, CHANGED_TAG, PIPELINE_KEY_TAG, REUSED_TAG_PREFIX, STAGE_TAG, flatten_params
-from tests.test_pipeline import clone_project, run
+from tests.helpers import clone_project, run
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline
 
 STAGES = ("prepare", "warmup", "embed", "sample", "rerank", "retrain", "evaluate")
 PROFILE = ("-S", "profile=smoke", "-S", "device=cpu", "-S", "threads=1")  # as the project was committed

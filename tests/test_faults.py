@@ -31,7 +31,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.test_pipeline import compose
+from tests.helpers import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a valid cell of the smoke profile's space, so that retrain needs no search
@@ -327,6 +327,7 @@ def outcomes(scratch) -> dict[str, tuple[subprocess.CompletedProcess, dict, dict
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_ends_in_one_line_naming_it(case, outcomes):
     result, inputs_before, after = outcomes[case.name]
@@ -339,11 +340,16 @@ def test_bad_input_ends_in_one_line_naming_it(case, outcomes):
     assert not any("/artifacts/" in k and k not in inputs_before and "retrain_state" not in k for k in after)
 
 
-def test_there_are_enough_cases():
-    assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
+def test_every_stage_has_a_bad_input_case():
+    """A stage added to dvc.yaml without a bad-input case here fails this test."""
+    stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    covered = {c.args[1].removeprefix("stages.") for c in CASES if c.args[:1] == ("-m",)}
+    assert stages <= covered, f"no bad-input case for {sorted(stages - covered)}"
+    assert len({c.name for c in CASES}) == len(CASES)  # the case ids are unique
 
 
 # --- what is not an error: a checkpoint that cannot be used is set aside -----------------------
+@pytest.mark.slow
 def test_debug_shows_the_traceback(scratch, tmp_path):
     folder = new_project(tmp_path / "p", scratch, scratch / "image.yaml")
     set_params(folder, {"seed": -1})
@@ -365,6 +371,7 @@ def model_weights(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(folder / "artifacts/retrain/model.pt", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_killed_retrain_resumes_to_the_same_weights_and_a_rerun_trains_anew(scratch, tmp_path):
     epochs = 2  # killed just after the first epoch's checkpoint
     straight = retrain_project(scratch, tmp_path / "straight", epochs)
@@ -405,6 +412,7 @@ def test_killed_retrain_resumes_to_the_same_weights_and_a_rerun_trains_anew(scra
     assert again.returncode == 0 and "resuming" not in again.stderr and f"epoch {epochs}/{epochs}" in again.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_is_set_aside_and_training_starts_over(scratch, tmp_path):
     folder = retrain_project(scratch, tmp_path / "p", 1)
     checkpoint = folder / "artifacts/retrain_state/checkpoint.pt"
@@ -416,6 +424,7 @@ def test_unreadable_checkpoint_is_set_aside_and_training_starts_over(scratch, tm
     assert (checkpoint.parent / "checkpoint.pt.unreadable").read_bytes() == b"PK\x03\x04 cut short"
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_status_130(scratch, tmp_path):
     folder = retrain_project(scratch, tmp_path / "p", 100000)  # far more than the signal lets it run
     # a job started in the background inherits SIGINT ignored, and Python then keeps ignoring it:

@@ -1,46 +1,11 @@
 """Params composition and the pipeline's error paths; the end-to-end `dvc repro` + experiments flow is tests/test_experiments.py."""
-import os
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-GIT_IDENTITY = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                for what, value in (("NAME", "rnas-test"), ("EMAIL", "rnas-test@localhost"))}
-
-
-def run(cmd, cwd, check=True, **env):
-    environ = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY, **env}
-    result = subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def compose(project: Path, *overrides: str) -> None:
-    from dvc.utils.hydra import compose_and_dump
-    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project), list(overrides))
-
-
-def clone_project(project: Path, *overrides: str) -> Path:
-    """This project's tracked files copied into a new git repo, params.yaml composed with ``overrides``."""
-    files = run(["git", "ls-files", "-co", "--exclude-standard"], ROOT).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith((".venv", "data/", "artifacts/")):
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
-    if overrides:
-        compose(project, *overrides)
-    run(["git", "init", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", " ".join(overrides) or "default"], project)
-    return project
-
+from tests.helpers import ROOT, clone_project, copy_sources, run
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
@@ -66,12 +31,7 @@ def test_every_profile_composes_to_valid_params(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-def copy_sources(project: Path, to: Path) -> None:
-    """The project without its data, artifacts and repositories: a stage run here starts from nothing."""
-    top_level_only = {"artifacts", "data", ".dvc", ".git", "mlflow.db"}
-    shutil.copytree(project, to, ignore=lambda folder, names: top_level_only & set(names) if folder == str(project) else [])
-
-
+@pytest.mark.slow
 def test_bad_parameter_stops_before_any_work(project, tmp_path):
     copy_sources(project, tmp_path / "p")
     params = yaml.safe_load((tmp_path / "p/params.yaml").read_text())
@@ -84,6 +44,7 @@ def test_bad_parameter_stops_before_any_work(project, tmp_path):
     assert not (tmp_path / "p/artifacts").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_is_a_clear_error(project, tmp_path):
     copy_sources(project, tmp_path / "p")
     params = yaml.safe_load((tmp_path / "p/params.yaml").read_text())
@@ -96,6 +57,7 @@ def test_missing_data_is_a_clear_error(project, tmp_path):
     assert not (tmp_path / "p/data/prepared").exists()
 
 
+@pytest.mark.slow
 def test_warmup_and_retrain_under_torchrun_match_one_process(project, tmp_path):
     """trainer.nproc = 2: the stages relaunch under torchrun (gloo on CPU) with the same effective batch."""
     import pandas as pd

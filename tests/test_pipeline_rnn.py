@@ -16,7 +16,9 @@ import yaml
 
 from rnas.config import ConfigError
 from rnas.params import parse_params
-from tests.test_pipeline import ROOT, clone_project, copy_sources, run
+from tests.helpers import ROOT, clone_project, copy_sources, run
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline
 
 STAGES = ("prepare", "warmup", "embed", "sample", "rerank", "retrain", "evaluate")
 NOUNS, VERBS, ADJECTIVES = ("cat", "dog", "bird", "fish", "cow"), ("sees", "eats", "likes", "chases"), ("big", "red")

@@ -69,6 +69,28 @@ def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path
     assert load_done("b") == {}  # other params, seed, data or code: measured anew
 
 
+def test_the_measurement_fingerprint_follows_the_training_not_the_candidates(tmp_path):
+    from rnas.artifacts import write_json
+    from stages.rerank import measurement_fingerprint
+
+    write_json(tmp_path / "meta.json", {"fingerprint": "data-1"})
+    base = {"rerank": {"top": 3, "epochs": 2}, "seed": 0}
+    fingerprint = lambda **changes: measurement_fingerprint(from_dict(PipelineParams, {**base, **changes}),  # noqa: E731
+                                                            tmp_path)
+    reference = fingerprint()
+    assert fingerprint() == reference
+    # more candidates, another search: the cells measured so far are still valid
+    assert fingerprint(rerank={"top": 5, "epochs": 2}) == reference
+    assert fingerprint(search={"strategy": "random", "seed": 7}) == reference
+    # another training, seed or dataset: measured anew
+    assert fingerprint(rerank={"top": 3, "epochs": 3}) != reference
+    assert fingerprint(retrain={"train": {"lr_max": 0.01}}) != reference
+    assert fingerprint(retrain={"child": {"channels": 4}}) != reference
+    assert fingerprint(seed=1) != reference
+    write_json(tmp_path / "meta.json", {"fingerprint": "data-2"})
+    assert fingerprint() != reference
+
+
 def test_candidates_keep_the_minimum_distance_from_every_better_cell():
     # slots differing from the best cell A: B 1, C 2, D 6; B and C differ in 1, C and D in 6
     a = (1, 1, 1, 1, 1, 1)

@@ -15,8 +15,8 @@ from rnas.networks.rnn import RNNModel, RNNModelConfig, RNNSupernet, RNNSupernet
 from rnas.spaces import get_space
 from rnas.spaces.rnn import NAONET_WS_PTB, RNAS_PTB, RNNCellSpace
 from rnas.training import language_model
-from rnas.training.language_model import (LMSupernetTrainConfig, LMSupernetTrainer, LMTrainConfig,
-                                          evaluate_language_model, train_language_model, window_length)
+from rnas.training.language_model import LMTrainConfig, evaluate_language_model, train_language_model, window_length
+from rnas.training.language_supernet import LMSupernetTrainConfig, LMSupernetTrainer
 
 CPU = torch.device("cpu")
 VOCAB = 10

@@ -87,6 +87,7 @@ def test_disabled_tracking_imports_nothing_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_concurrent_stage_processes_share_one_parent_named_after_dvc_experiment(tmp_path):
     from mlflow import MlflowClient
 
@@ -118,6 +119,7 @@ def test_concurrent_stage_processes_share_one_parent_named_after_dvc_experiment(
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_stages_of_one_repro_join_one_parent_and_new_params_start_another(tmp_path):
     from mlflow import MlflowClient
 
@@ -194,6 +196,7 @@ def test_params_changes_lists_dotted_keys_that_differ():
     assert params_changes(current, current) == []
 
 
+@pytest.mark.slow
 def test_parent_is_the_pipeline_summary_with_changed_params_results_and_reused_stages(tmp_path, monkeypatch):
     """A `dvc repro` with a changed param: the parent is named after the branch, commit and change, holds
     all params and each stage's key results, and links a stage made by another pipeline run."""
@@ -240,6 +243,7 @@ def test_parent_is_the_pipeline_summary_with_changed_params_results_and_reused_s
     assert nao.info.status == "FINISHED" and first.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_rerunning_a_stage_under_the_same_parent_leaves_no_stale_child(tmp_path):
     from mlflow import MlflowClient
 
@@ -284,6 +288,7 @@ def start_waiting_stage(root: Path, stage: str) -> tuple[subprocess.Popen, str]:
     return process, run_id
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_end_the_stage_run_and_its_parent_as_killed(tmp_path):
     import signal
 
@@ -305,6 +310,7 @@ def test_sigterm_and_ctrl_c_end_the_stage_run_and_its_parent_as_killed(tmp_path)
     assert run.info.status == "KILLED" and run.data.tags[END_REASON_TAG] == "retrain: interrupted (Ctrl-C)"
 
 
+@pytest.mark.slow
 def test_a_starting_stage_marks_runs_of_dead_processes_killed_and_leaves_live_ones(tmp_path):
     import signal
 

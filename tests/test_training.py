@@ -182,7 +182,7 @@ def test_supernet_training_learns_the_task(seed, bound):
     history = trainer.train_epochs(ARCHS, 6, trainer.train_batches(brightness_split(128, seed=seed), seed=seed))
     assert [r["epoch"] for r in history] == list(range(1, 7))
     assert history[0]["lr"] == pytest.approx(0.1) and history[-1]["lr"] < history[1]["lr"]
-    # 4 classes: chance is 0.25 and a loss of ln 4 (bounds from benchmarks/bound_margins.py: the loss
+    # 4 classes: chance is 0.25 and a loss of ln 4 (bounds from tests/tools/bound_margins.py: the loss
     # ratio was 0.29-0.57 and the accuracy 0.63-0.94 over seeds 0-4 on 1 and 2 threads)
     bound("last / first epoch's loss", history[-1]["loss"] / history[0]["loss"], "<", 0.75)
     bound("last epoch's accuracy", history[-1]["accuracy"], ">", 0.45)

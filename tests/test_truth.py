@@ -20,8 +20,7 @@ from rnas.params import parse_params
 from rnas.ranking import combined_scores
 from rnas.spaces.nb201 import OPS, NB201Space
 from rnas.truth import TruthConfig, judge, load_truth, percentile, precision_at_top, ranking, reference_cells
-from tests.test_data import write_image_folder
-from tests.test_pipeline import clone_project, run
+from tests.helpers import clone_project, run, write_image_folder
 
 SPACE = NB201Space()
 
@@ -47,6 +46,20 @@ def test_ranking_figures():
     assert reverse["precision_at_10pct"] == 0.0
     # top 20% (2 of 10) by score: cells 9 and 0; by truth: 9 and 8
     assert precision_at_top([0.9, 0, 0, 0, 0, 0, 0, 0, 0.1, 1.0], truth, 0.2) == 0.5
+
+
+def test_ranking_statistics_with_ties():
+    # tau-b by hand: x = 1 1 2 3, y = 1 2 2 3: 4 concordant pairs, none discordant, one tie in each:
+    # 4 / sqrt((6 - 1) * (6 - 1))
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(0.8)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    truth = [float(t) for t in range(10, 0, -1)]  # the first two cells are the best
+    # a ranking that ties everything is a random one: the top 2 holds each cell with chance 1/5
+    assert precision_at_top([5.0] * 10, truth, 0.2) == pytest.approx(0.2)
+    # the best cell on top, the other place shared by cells 2, 3 and 4 (the true second among them)
+    assert precision_at_top([9, 1, 1, 1, 0, 0, 0, 0, 0, 0], truth, 0.2) == pytest.approx((1 + 1 / 3) / 2)
+    # ties in the truth share their places the same way; NaN ranks lowest
+    assert precision_at_top([3, 2, 1, float("nan")], [1, 1, 1, 1], 0.5) == pytest.approx(0.5)
 
 
 def test_judge_looks_up_the_found_cell_and_ranks_each_scored_set():
@@ -118,6 +131,7 @@ def nb201_run(tmp_path_factory):
     return project, table, result, opens, overrides
 
 
+@pytest.mark.slow
 def test_nb201_run_is_judged_by_the_table_that_only_evaluate_opens(nb201_run):
     project, table, result, opens, _ = nb201_run
     for stage in ("prepare", "warmup", "embed", "sample", "rerank", "retrain", "evaluate"):
@@ -168,6 +182,7 @@ def test_nb201_run_is_judged_by_the_table_that_only_evaluate_opens(nb201_run):
     assert runs and runs[0].data.metrics["truth_found_acc"] == pytest.approx(truth[found])
 
 
+@pytest.mark.slow
 def test_a_larger_rerank_trains_only_the_new_candidates(nb201_run):
     project, _, _, _, overrides = nb201_run
     before = pd.read_csv(project / "artifacts/rerank/rerank.csv")
@@ -179,6 +194,7 @@ def test_a_larger_rerank_trains_only_the_new_candidates(nb201_run):
     assert after.drop(columns="reused")[:3].equals(before.drop(columns="reused"))  # the same records
 
 
+@pytest.mark.slow
 def test_another_search_seed_reuses_the_trained_supernet(nb201_run):
     project, _, _, _, overrides = nb201_run
     result = run(["dvc", "exp", "run", *overrides, "-S", "search.seed=1", "-S", "search.strategy=random",

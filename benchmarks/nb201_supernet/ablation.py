@@ -11,7 +11,7 @@ Rows (one value per seed; the found cell's true test accuracy, and the ranking's
   (``truth_pool_pick_acc``, ``truth_supernet_kendall_tau``);
 - from ``benchmarks/signals_nb201.py --random`` lines (``--signals``): each signal, and the
   ``--ensembles`` of signals, picking the best-scored of the same random cells, with no training;
-- from ``standalone.py --random --budget-seconds`` tables (``--baseline``, one CSV per seed, named
+- from ``standalone.py --random --budget-cpu-seconds`` tables (``--baseline``, one CSV per seed, named
   ``..._seed<K>.csv``): the honest baseline, random cells each given rerank's short training for the
   pipeline's wall time, the best by validation accuracy at the last epoch.
 

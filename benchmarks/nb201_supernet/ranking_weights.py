@@ -13,7 +13,6 @@ reported seed is refused: its cells and its column are for reporting, never for 
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import statistics
@@ -25,11 +24,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import pandas as pd
 
-from rnas.artifacts import read_json
-from rnas.oracle import TableOracle
+from benchmarks.nb201_supernet.tuning_run import runs_arguments, tuning_oracle
 from rnas.ranking import SIGNAL_PREFIX, SUPERNET, combined_scores
 from rnas.spaces.nb201 import NB201Space
-from rnas.truth import Judging, TruthConfig, ranking, true_accuracies
+from rnas.truth import ranking, true_accuracies
 
 SUPERNET_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
 SIGNALS = ("params", "synflow", "naswot", "snip", "grad_norm")
@@ -37,17 +35,13 @@ SIGNALS = ("params", "synflow", "naswot", "snip", "grad_norm")
 
 def load_run(folder: Path, table: str) -> tuple[dict[str, list[float]], list[float], int]:
     """The members' values of the run's reference cells, their true accuracies, and the run's seed."""
-    seed = read_json(folder / "artifacts/sample/provenance.json")["seed"]
-    judging = Judging.of(seed, TruthConfig())
-    if judging.role != "tune":
-        raise SystemExit(f"{folder}: seed {seed} is a reported seed; weights are chosen on tuning seeds (100 and up)")
+    oracle, seed = tuning_oracle(folder, table, "weights")
     space = NB201Space()
     reference = pd.read_csv(folder / "artifacts/sample/reference.csv")
     missing = [name for name in SIGNALS if SIGNAL_PREFIX + name not in reference]
     if missing:
         raise SystemExit(f"{folder}: no signals {missing} in artifacts/sample/reference.csv "
                          f"(run with search.ranking.signals naming every signal)")
-    oracle = TableOracle.from_csv(table, space, judging.column, judging.column)
     truth = true_accuracies(oracle, [space.from_str(a) for a in reference["arch"]])
     members = {SUPERNET: reference["score"].tolist(),
                **{name: reference[SIGNAL_PREFIX + name].tolist() for name in SIGNALS}}
@@ -55,10 +49,7 @@ def load_run(folder: Path, table: str) -> tuple[dict[str, list[float]], list[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", required=True)
-    parser.add_argument("runs", nargs="+", type=Path)
-    args = parser.parse_args()
+    args = runs_arguments(__doc__.splitlines()[0])
     runs = [load_run(folder, args.table) for folder in args.runs]
     rows = []
     for supernet in SUPERNET_WEIGHTS:

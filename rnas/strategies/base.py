@@ -36,6 +36,11 @@ class SearchStrategy(ABC):
     def propose(self, history: Sequence[Observation], n: int) -> list[Arch]:
         """Up to ``n`` architectures, canonical, distinct, none already in ``history``."""
 
+    def trace(self) -> list[dict]:
+        """One row per iteration of the inner search that the last ``propose`` ran (RNAS: MRAS's
+        iterations); empty for a strategy without one."""
+        return []
+
     def seen(self, history: Sequence[Observation]) -> set[Arch]:
         return {self.space.canonical(o.arch) for o in history}
 

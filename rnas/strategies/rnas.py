@@ -236,6 +236,11 @@ class RNASConfig(LatentSearchConfig):
         require(self.widen >= 1, "widen", "must be >= 1")
 
 
+#: the columns of ``MRASResult.trace``, in the order the pipeline writes them (mras_trace.csv)
+TRACE_COLUMNS = ("iteration", "gamma", "h_of_mean", "max_sigma", "best", "mean_h", "n_samples", "elites", "ess",
+                 "temperature")
+
+
 class RNASStrategy(LatentSearchStrategy):
     name = "rnas"
     Config = RNASConfig
@@ -244,6 +249,13 @@ class RNASStrategy(LatentSearchStrategy):
         super().__init__(space, config, seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.last_search: MRASResult | None = None
+
+    def propose(self, history, n):
+        self.last_search = None  # a call that runs no MRAS (too few observed) leaves no trace
+        return super().propose(history, n)
+
+    def trace(self) -> list[dict]:
+        return self.last_search.trace if self.last_search is not None else []
 
     def moves(self, latent: Tensor, n: int) -> Iterator[Tensor]:
         shape = latent.shape[1:]

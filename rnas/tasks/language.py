@@ -11,8 +11,8 @@ from rnas.evaluate import evaluate_text_model
 from rnas.export import build_language_model, language_model_card
 from rnas.networks.rnn import RNNModelConfig, RNNSupernet, RNNSupernetConfig
 from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs, supernet_epochs
-from rnas.training.language_model import (LMSupernetTrainConfig, LMSupernetTrainer, LMTrainConfig, perplexity,
-                                          train_language_model)
+from rnas.training.language_model import LMTrainConfig, perplexity, train_language_model
+from rnas.training.language_supernet import LMSupernetTrainConfig, LMSupernetTrainer
 
 
 OBJECTIVE = Objective(measured="validation loss", higher_is_better=False, metric="ppl",

@@ -23,10 +23,11 @@ from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit
 from rnas.device import autocast, memory_format, use_channels_last
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
+from rnas.training.rng_state import RNG_KEYS, rng_state, set_rng_state
 from rnas.training.step import ClassifierTrainConfig, DivergenceGuard, batch_totals, optimizer_step
 
 EpochCallback = Callable[[dict[str, Any]], None]
-CHECKPOINT_KEYS = ("epoch", "history", "model", "optimizer", "scheduler", "cpu_rng", "cuda_rng")
+CHECKPOINT_KEYS = ("epoch", "history", "model", "optimizer", "scheduler", *RNG_KEYS)
 
 
 @dataclass
@@ -130,8 +131,7 @@ class _ChildRun:
         # The RNG states make a resumed run draw the same drop-path masks as an uninterrupted one.
         return {"fingerprint": fingerprint, "epoch": len(self.history), "history": self.history,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "cpu_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+                "scheduler": self.scheduler.state_dict(), **rng_state(self.device)}
 
     def resume(self, path: str | os.PathLike, fingerprint: str) -> None:
         state = resumable_checkpoint(path, fingerprint, CHECKPOINT_KEYS, main=self.dist.is_main)
@@ -140,9 +140,7 @@ class _ChildRun:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["cpu_rng"])
-        if state["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        set_rng_state(state, self.device)
         self.history = list(state["history"])
         if self.dist.is_main:
             print(f"[train] resuming {path} after epoch {state['epoch']}/{self.cfg.epochs}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Kill-and-resume under DVC: SIGKILL `dvc repro` during retraining, `dvc repro` again, and compare
 the final weights with an uninterrupted run, bit for bit. Prints one JSON line.
 
-    python benchmarks/kill_resume.py --project DIR --trials 10
+    python tests/tools/kill_resume.py --project DIR --trials 10
 
 DIR is a git + DVC project whose pipeline is up to date (e.g. the smoke profile after `dvc repro`);
 its current model is the reference. Each trial forces retrain (`dvc repro -f -s retrain`, which

@@ -1,6 +1,6 @@
 """Do the tests catch the known bugs? Each mutation, made alone in a scratch copy, must fail a test.
 
-    python benchmarks/mutation_check.py [--only NAME ...] [--keep]
+    python tests/tools/mutation_check.py [--only NAME ...] [--keep]
 
 For each mutation below (the bugs docs/algorithm.md names, and other mistakes typical of this family
 of methods) the tracked files are copied to a temporary folder, the one change is made there
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MRAS, NAO, BASE = "rnas/strategies/rnas.py", "rnas/strategies/nao.py", "rnas/strategies/base.py"
 CONTROLLER = "rnas/controller.py"
 LM = "rnas/training/language_model.py"
@@ -123,6 +123,19 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         ["tests/test_ranking.py"]),
     "a cell's signals depend on the cells scored before it": (
         [("rnas/ranking.py", "            torch.manual_seed(cell_seed(seed, arch))\n", "")], ["tests/test_ranking.py"]),
+    "precision@top breaks ties by the cells' order": (
+        [("rnas/truth.py", "    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k",
+          "    top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:k])  # noqa: E731\n"
+          "    return len(top(list(scores)) & top(list(truth))) / k")], ["tests/test_truth.py"]),
+    "the search keeps the strategy's trace of an earlier round": (
+        [("rnas/strategies/rnas.py", "        self.last_search = None  # a call", "        pass  # a call")],
+        ["tests/test_search.py", "tests/test_mras.py"]),
+    "rerank reuses measurements made with another seed": (
+        [("stages/rerank.py", "train=dataclasses.asdict(train),\n                           seed=p.seed)",
+          "train=dataclasses.asdict(train))")], ["tests/test_rerank.py"]),
+    "a round rescores nothing after the supernet trained": (
+        [("rnas/search.py", "            pool.scores = rescore(supernet, pool, f\"round {round_}\", trained)",
+          "            pool.scores = rescore(supernet, pool, f\"round {round_}\", False)")], ["tests/test_search.py"]),
 }
 
 

@@ -1,6 +1,6 @@
 """How far each test bound on a training result is from failing, over seeds and thread counts.
 
-    python benchmarks/bound_margins.py [--seeds 0 1 2 3 4] [--threads 1 2] [-k EXPRESSION] [--table]
+    python tests/tools/bound_margins.py [--seeds 0 1 2 3 4] [--threads 1 2] [-k EXPRESSION] [--table]
 
 Runs the tests marked ``trained`` (``pytest -m trained``) once per seed and thread count; each
 ``bound(...)`` check in them records its value (tests/conftest.py). Prints one JSON line: every
@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_trained_tests(seed: int, threads: int, margins: Path, select: str | None) -> int:
