@@ -157,9 +157,9 @@ def test_stages_of_one_repro_join_one_parent_and_new_params_start_another(tmp_pa
 
 
 def test_store_calls_are_retried_while_sqlite_is_locked_and_only_then(monkeypatch):
-    from rnas import tracking
+    from rnas.tracking import store
 
-    monkeypatch.setattr(tracking, "LOCK_BACKOFF_S", 0.0)
+    monkeypatch.setattr(store, "LOCK_BACKOFF_S", 0.0)
     calls = []
 
     def write(error: Exception | None):
@@ -168,10 +168,10 @@ def test_store_calls_are_retried_while_sqlite_is_locked_and_only_then(monkeypatc
             raise error
         return len(calls)
 
-    assert tracking._retry_locked(write, RuntimeError("(sqlite3.OperationalError) database is locked")) == 4
+    assert store.retry_locked(write, RuntimeError("(sqlite3.OperationalError) database is locked")) == 4
     calls.clear()
     with pytest.raises(ValueError):
-        tracking._retry_locked(write, ValueError("invalid metric key"))
+        store.retry_locked(write, ValueError("invalid metric key"))
     assert len(calls) == 1
 
 
@@ -354,9 +354,10 @@ def test_a_starting_stage_marks_runs_of_dead_processes_killed_and_leaves_live_on
 def test_a_run_whose_pid_now_belongs_to_a_younger_process_counts_as_dead():
     import socket
 
-    from rnas import tracking
+    from rnas.tracking.liveness import owner_alive, process_tags
+    from rnas.tracking.runs import HOST_TAG, PID_START_TAG
 
-    mine = tracking._process_tags()
-    assert tracking._owner_alive(mine)
-    assert not tracking._owner_alive({**mine, tracking.PID_START_TAG: str(int(mine[tracking.PID_START_TAG]) - 1)})
-    assert tracking._owner_alive({**mine, tracking.HOST_TAG: socket.gethostname() + "-elsewhere", "rnas.pid": "1"})
+    mine = process_tags()
+    assert owner_alive(mine)
+    assert not owner_alive({**mine, PID_START_TAG: str(int(mine[PID_START_TAG]) - 1)})
+    assert owner_alive({**mine, HOST_TAG: socket.gethostname() + "-elsewhere", "rnas.pid": "1"})
