@@ -1,4 +1,5 @@
-"""Benchmark search strategies on a tabular oracle (the NAS-Bench-201 protocol).
+"""Benchmark search strategies on a tabular oracle (the NAS-Bench-201 protocol): the command, its
+outputs and statistics; the search loop itself is rnas.table_search.
 
     python -m rnas.benchmark nb201 --table CSV --select-col COL --report-col COL
         [--cost-col COL --budget-seconds S | --budget-queries Q] --strategies rnas,nao,random,evolution
@@ -36,233 +37,30 @@ folder that the command did not make is refused unless ``--force``):
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
-import torch
 import yaml
 from scipy import stats
 
 from rnas.artifacts import atomic_path, write_json
-from rnas.config import ConfigError, from_dict, require
+from rnas.config import ConfigError, from_dict
 from rnas.errors import run_command
-from rnas.oracle import TableOracle
 from rnas.plots import plot_band
-from rnas.spaces import get_space
-from rnas.strategies import available_strategies, make_strategy, strategy_class
-from rnas.strategies.base import Observation, SearchStrategy
+from rnas.table_search import BenchmarkConfig, QueryRecord, RunResult, load_table, merge_options, run_benchmark
 from rnas.training.progress import format_duration
-
-
-@dataclass(frozen=True)
-class Budget:
-    seconds: float | None = None
-    queries: int | None = None
-
-    def check(self) -> None:
-        require((self.seconds is None) != (self.queries is None), "seconds",
-                "give exactly one of seconds and queries")
-        require(self.seconds is None or self.seconds > 0, "seconds", "must be positive")
-        require(self.queries is None or self.queries > 0, "queries", "must be positive")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """Where a table oracle comes from: enough to load it again in a worker process."""
-    space: str
-    path: str
-    select_col: str
-    report_col: str
-    cost_col: str | None = None
-    #: the table holds only some of the space's architectures (``TableOracle.load``)
-    subset: bool = False
-
-    def load(self) -> TableOracle:
-        return TableOracle.load(self.path, get_space(self.space), self.select_col, self.report_col,
-                                self.cost_col, subset=self.subset)
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    table: TableSpec
-    budget: Budget
-    strategies: list[str]
-    seeds: int
-    jobs: int = 1
-    #: runs use seeds seed_offset .. seed_offset + seeds - 1
-    seed_offset: int = 0
-    #: per-strategy options, validated against each strategy's Config
-    strategy_options: dict[str, dict] = field(default_factory=dict)
-
-    def check(self) -> None:
-        require(bool(self.strategies), "strategies", "name at least one strategy")
-        require(len(set(self.strategies)) == len(self.strategies), "strategies", "a strategy is named twice")
-        require(self.seeds >= 1, "seeds", "must be at least 1")
-        require(self.jobs >= 1, "jobs", "must be at least 1")
-        require(self.seed_offset >= 0, "seed_offset", "must be >= 0")
-        require(self.budget.seconds is None or self.table.cost_col is not None, "budget.seconds",
-                "a seconds budget needs a cost column")
-        known = available_strategies()
-        for label in list(self.strategies) + list(self.strategy_options):
-            require(strategy_name(label) in known, "strategies",
-                    f"unknown strategy {label!r}; known: {', '.join(known)} (or name-variant)")
-        for label in self.strategies:
-            from_dict(strategy_class(strategy_name(label)).Config, self.options(label), f"strategies.{label}")
-
-    def options(self, label: str) -> dict:
-        """The options of a run label: its strategy's, overridden by the label's own (``name-variant``)."""
-        base = self.strategy_options.get(strategy_name(label), {})
-        return _merge(base, self.strategy_options.get(label, {})) if label != strategy_name(label) else base
-
-
-def strategy_name(label: str) -> str:
-    """The strategy a run label runs: ``rnas-ce`` -> ``rnas``."""
-    return label.split("-", 1)[0]
-
-
-@dataclass(frozen=True)
-class QueryRecord:
-    """One query of a run, with the run's answer so far (its best architecture by select)."""
-    arch: str
-    select: float
-    report: float
-    spent: float
-    best_select: float
-    best_report: float
-
-
-@dataclass(frozen=True)
-class RunResult:
-    strategy: str
-    seed: int
-    queries: list[QueryRecord]
-    wall_seconds: float
-
-    @property
-    def final_report(self) -> float:
-        return self.queries[-1].best_report if self.queries else float("nan")
-
-
-def batch_size(strategy: SearchStrategy) -> int:
-    return getattr(strategy.config, "batch_size", 1)
-
-
-def search(strategy: SearchStrategy, oracle: TableOracle, budget: Budget) -> list[QueryRecord]:
-    """Query the strategy's proposals until the budget (see the module docstring) is spent."""
-    history: list[Observation] = []
-    records: list[QueryRecord] = []
-    spent = 0.0
-    best = None
-    while budget.queries is None or len(history) < budget.queries:
-        n = batch_size(strategy)
-        if budget.queries is not None:
-            n = min(n, budget.queries - len(history))
-        proposals = strategy.propose(history, n)
-        if not proposals:
-            break
-        _check_proposals(strategy, history, proposals, n)
-        for arch in proposals:
-            result = oracle.query(arch)
-            if budget.seconds is not None and spent + result.cost > budget.seconds:
-                return records
-            spent += result.cost
-            history.append(Observation(arch, result.select))
-            if best is None or result.select > best.select:
-                best = result
-            records.append(QueryRecord(oracle.space.to_str(arch), result.select, result.report, spent,
-                                       best.select, best.report))
-    return records
-
-
-def _check_proposals(strategy: SearchStrategy, history: Sequence[Observation], proposals: Sequence,
-                     n: int) -> None:
-    """The strategy contract (``SearchStrategy.propose``): at most n, distinct, none seen before."""
-    if len(proposals) > n:
-        raise ValueError(f"strategy {strategy.name!r} proposed {len(proposals)} architectures, asked for {n}")
-    seen = strategy.seen(history)
-    for arch in proposals:
-        arch = strategy.space.canonical(strategy.space.validate(arch))
-        if arch in seen:
-            raise ValueError(f"strategy {strategy.name!r} proposed {strategy.space.to_str(arch)} twice "
-                             "(already observed, or twice in one batch)")
-        seen.add(arch)
-
-
-@dataclass(frozen=True)
-class RunTask:
-    table: TableSpec
-    budget: Budget
-    strategy: str
-    options: dict[str, Any]
-    seed: int
-
-
-@functools.cache
-def _load_table(spec: TableSpec) -> TableOracle:
-    """Each worker process reads the table once, however many runs it is given."""
-    return spec.load()
-
-
-def run_one(task: RunTask) -> RunResult:
-    oracle = _load_table(task.table)
-    # Each run starts from torch's global RNG seeded with its seed (restored afterwards), so a
-    # strategy drawing from it (dropout, say) gives the same curve whichever process runs it.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(task.seed)
-        strategy = make_strategy(strategy_name(task.strategy), oracle.space, task.options, seed=task.seed,
-                                 key=f"strategies.{task.strategy}")
-        start = time.perf_counter()
-        queries = search(strategy, oracle, task.budget)
-        wall_seconds = time.perf_counter() - start
-    return RunResult(task.strategy, task.seed, queries, wall_seconds)
-
-
-def run_benchmark(config: BenchmarkConfig,
-                  on_result: Callable[[int, int, RunResult], None] | None = None) -> list[RunResult]:
-    """All (strategy, seed) runs, in a process pool when ``jobs > 1``; ordered by strategy then seed.
-
-    ``on_result(done, total, result)`` is called as each run finishes (in completion order).
-    """
-    tasks = [RunTask(config.table, config.budget, name, config.options(name), seed)
-             for name in config.strategies
-             for seed in range(config.seed_offset, config.seed_offset + config.seeds)]
-    results = []
-    for result in _execute(tasks, config.jobs):
-        results.append(result)
-        if on_result is not None:
-            on_result(len(results), len(tasks), result)
-    order = {name: i for i, name in enumerate(config.strategies)}
-    return sorted(results, key=lambda r: (order[r.strategy], r.seed))
-
-
-def _execute(tasks: list[RunTask], jobs: int) -> Iterable[RunResult]:
-    if jobs == 1:
-        yield from map(run_one, tasks)
-        return
-    # spawn, not fork: a forked torch process can inherit locked thread pools. One torch thread
-    # per worker: the pool already keeps every core busy.
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = [pool.submit(run_one, t) for t in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:  # after a failed run, do not wait for the queued ones
-            for future in futures:
-                future.cancel()
 
 
 # --- outputs ------------------------------------------------------------------------------
 OUTPUTS = ("summary.csv", "curves.csv", "metrics.json", "curves.png")
+
+
 #: marks a folder this command made: it may write its OUTPUTS there again
 MARKER = ".rnas-benchmark"
 
@@ -417,17 +215,8 @@ def _strategy_options(config_file: str | None, options_json: str | None) -> dict
             extra = json.loads(options_json)
         except json.JSONDecodeError as e:
             raise ConfigError(f"--strategy-options: not JSON: {e}") from None
-        options = _merge(options, _options_mapping(extra, "--strategy-options"))
+        options = merge_options(options, _options_mapping(extra, "--strategy-options"))
     return options
-
-
-def _merge(base: dict, override: dict) -> dict:
-    """``override`` on top of ``base``, nested mappings merged key by key."""
-    merged = dict(base)
-    for key, value in override.items():
-        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = _merge(base[key], value) if both_mappings else value
-    return merged
 
 
 def _options_mapping(data: Any, where: str) -> dict[str, dict]:
@@ -453,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def benchmark() -> None:
         start = time.perf_counter()
-        oracle = _load_table(config.table)
+        oracle = load_table(config.table)
         check_output_folder(out, force)
         results = run_benchmark(config, _progress_printer(start))
         summary = write_outputs(results, config, out, oracle.best_report)
@@ -462,7 +251,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"total {format_duration(time.perf_counter() - start)}; wrote {out}", file=sys.stderr)
 
     return run_command(benchmark)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
-from rnas import benchmark
-from rnas.benchmark import Budget, RunTask, TableSpec, main, run_one, search
+from rnas import benchmark, table_search
+from rnas.benchmark import main
+from rnas.table_search import Budget, RunTask, TableSpec, run_one, search
 from rnas.oracle import TableOracle
 from rnas.spaces.base import Arch
 from rnas.spaces.nb201 import NB201Space
@@ -148,7 +149,7 @@ class TorchRandom(SearchStrategy):
 
 
 def test_each_run_reseeds_torch_and_restores_the_callers_rng(table, monkeypatch):
-    monkeypatch.setattr(benchmark, "make_strategy",
+    monkeypatch.setattr(table_search, "make_strategy",
                         lambda name, space, options, seed, key: TorchRandom(space, ScriptConfig(), seed))
     task = RunTask(TableSpec("nb201", str(table), "valid", "test"), Budget(queries=5), "torch_random", {}, 0)
     torch.manual_seed(1)
@@ -216,7 +217,7 @@ def test_strategy_options_from_yaml_and_json(table, tmp_path):
 def test_json_options_merge_into_nested_yaml_options():
     from_yaml = {"rnas": {"mras": {"iterations": 5, "samples": 50}, "top_k": 20}}
     from_json = {"rnas": {"mras": {"iterations": 9}}, "random": {"batch_size": 2}}
-    assert benchmark._merge(from_yaml, from_json) == {
+    assert table_search.merge_options(from_yaml, from_json) == {
         "rnas": {"mras": {"iterations": 9, "samples": 50}, "top_k": 20}, "random": {"batch_size": 2}}
 
 
@@ -255,7 +256,7 @@ def test_diagnosis_judges_each_embedding_move_against_the_table(table):
 
 def test_summary_statistics_against_a_hand_computation():
     def run(strategy, seed, report):
-        return benchmark.RunResult(strategy, seed, [benchmark.QueryRecord("a", 0.0, report, 0.0, 0.0, report)], 1.0)
+        return table_search.RunResult(strategy, seed, [table_search.QueryRecord("a", 0.0, report, 0.0, 0.0, report)], 1.0)
 
     a, b, c = [90.0, 91.0, 92.0, 93.0], [91.0, 91.5, 92.5], [80.0, 81.0]
     results = [run("a", i, v) for i, v in enumerate(a)] + [run("b", i, v) for i, v in enumerate(b)] + \
@@ -276,18 +277,18 @@ def test_summary_statistics_against_a_hand_computation():
 
 def test_a_variant_label_runs_its_strategy_with_its_own_options_on_top(table, tmp_path):
     options = {"evolution": {"population": 5, "tournament": 2}, "evolution-big": {"population": 20}}
-    config = benchmark.BenchmarkConfig(table=TableSpec("nb201", str(table), "valid", "test"),
+    config = table_search.BenchmarkConfig(table=TableSpec("nb201", str(table), "valid", "test"),
                                        budget=Budget(queries=30), strategies=["evolution", "evolution-big"],
                                        seeds=1, strategy_options=options)
     config.check()
     assert config.options("evolution-big") == {"population": 20, "tournament": 2}
     assert config.options("evolution") == {"population": 5, "tournament": 2}
-    plain, big = benchmark.run_benchmark(config)
+    plain, big = table_search.run_benchmark(config)
     assert (plain.strategy, big.strategy) == ("evolution", "evolution-big")
     assert plain.queries[:5] == big.queries[:5]          # the same seed: the same random start
     assert plain.queries != big.queries                  # children from the 5th, not from the 20th on
     with pytest.raises(Exception, match="unknown strategy 'nope-x'"):
-        benchmark.BenchmarkConfig(table=config.table, budget=config.budget, strategies=["nope-x"], seeds=1).check()
+        table_search.BenchmarkConfig(table=config.table, budget=config.budget, strategies=["nope-x"], seeds=1).check()
 
 
 def test_outputs_of_disjoint_seed_ranges_merge_into_those_of_one_command(table, tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
     python benchmarks/nb201/diagnose.py rnas --protocol paper --seeds 10 --seed-offset 1000
         [--config benchmarks/nb201/params.yaml] [--strategy-options JSON]
 
-Runs the benchmark's search (``rnas.benchmark.search``, same budget and seeds) and, at each call
+Runs the benchmark's search (``rnas.table_search.search``, same budget and seeds) and, at each call
 that moves in the embedding, judges the proposals with the whole table. The strategy never sees
 the table: it is only used here, after the strategy has chosen.
 
@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import yaml
 
-from rnas.benchmark import Budget, TableSpec, search
+from rnas.table_search import Budget, TableSpec, search
 from rnas.controller import evaluate_controller, kendall_tau
 from rnas.oracle import TableOracle
 from rnas.spaces.base import Arch

@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 import yaml
 
-from rnas.benchmark import BenchmarkConfig, Budget, QueryRecord, RunResult, TableSpec, write_outputs
+from rnas.benchmark import write_outputs
+from rnas.table_search import BenchmarkConfig, Budget, QueryRecord, RunResult, TableSpec
 
 HERE = Path(__file__).resolve().parent
 

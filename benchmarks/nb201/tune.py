@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import yaml
 
-from rnas.benchmark import BenchmarkConfig, Budget, TableSpec, _merge, run_benchmark
+from rnas.table_search import BenchmarkConfig, Budget, TableSpec, merge_options, run_benchmark
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,7 +38,7 @@ def tune_label(label: str, candidates: list[dict], params: dict, grid: dict) -> 
     budget = Budget(protocol.get("budget_seconds"), protocol.get("budget_queries"))
     rows = []
     for candidate in candidates:
-        options = {label: _merge(params["strategies"].get(label) or {}, candidate or {})}
+        options = {label: merge_options(params["strategies"].get(label) or {}, candidate or {})}
         config = BenchmarkConfig(table=table, budget=budget, strategies=[label], seeds=grid["seeds"],
                                  seed_offset=grid["seed_offset"], strategy_options=options)
         config.check()
