@@ -53,6 +53,7 @@ from rnas.artifacts import atomic_path, write_json
 from rnas.config import ConfigError, from_dict
 from rnas.errors import run_command
 from rnas.plots import plot_band
+from rnas.rank_stats import welch_p
 from rnas.table_search import BenchmarkConfig, QueryRecord, RunResult, load_table, merge_options, run_benchmark
 from rnas.training.progress import format_duration
 
@@ -99,13 +100,6 @@ def summary_frame(results: Sequence[RunResult]) -> pd.DataFrame:
     summary.insert(5, "best_other", best_other)
     summary.insert(6, "p_vs_best_other", p_values)
     return summary
-
-
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test (unequal variances); NaN with fewer than 2 values a side."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def band_frame(curves: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,6 @@ decode them: ``latent`` is the search variable of MRAS and of NAO's gradient ste
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from rnas.config import require
 from rnas.spaces.base import Arch, SearchSpace
+from rnas.rank_stats import kendall_tau
 
 
 @dataclass
@@ -234,15 +234,3 @@ def evaluate_controller(controller: Controller, archs: Sequence[Arch], targets: 
         "reconstruction_arch_acc": (decoded == wanted).all(dim=1).float().mean().item(),
         "predictions": predicted,
     }
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties handled); NaN for fewer than two points or a constant input."""
-    a, b = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
-    if len(a) < 2:
-        return math.nan
-    da = torch.sign(a[:, None] - a[None, :])
-    db = torch.sign(b[:, None] - b[None, :])
-    concordance = (da * db).sum().item()
-    norm = math.sqrt((da != 0).sum().item() * (db != 0).sum().item())
-    return concordance / norm if norm else math.nan

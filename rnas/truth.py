@@ -13,7 +13,6 @@ ever reported on it.
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Sequence
 import pandas as pd
 
 from rnas.config import ConfigError, require
-from rnas.controller import kendall_tau
+from rnas.rank_stats import kendall_tau, precision_at_top, spearman
 from rnas.oracle import ARCH_COLUMN, TableOracle
 from rnas.spaces.base import Arch, SearchSpace
 
@@ -96,28 +95,6 @@ def load_truth(cfg: TruthConfig, space: SearchSpace, key: str = "evaluate.truth"
 def percentile(oracle: TableOracle, value: float) -> float:
     """Share of the table's cells (in %) whose true accuracy is at most ``value``."""
     return 100.0 * sum(v <= value for v in oracle.report) / len(oracle)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho: Pearson's correlation of the ranks (ties get their mean rank)."""
-    rx, ry = pd.Series(x, dtype=float).rank(), pd.Series(y, dtype=float).rank()
-    return float(rx.corr(ry)) if len(rx) > 1 else math.nan
-
-
-def precision_at_top(scores: Sequence[float], truth: Sequence[float], fraction: float = 0.1) -> float:
-    """Share of the top ``fraction`` by score that are also in the top ``fraction`` by truth, expected
-    over random tie-breaking: a tie at the cut-off shares the remaining places, so a ranking that ties
-    everything scores what a random one does on average (``fraction``), whatever the order of the cells."""
-    k = max(1, round(len(scores) * fraction))
-    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k
-
-
-def top_membership(values: Sequence[float], k: int) -> list[float]:
-    """Each value's chance to be among the ``k`` largest when ties are broken at random (NaN: lowest)."""
-    values = [-math.inf if math.isnan(v) else v for v in values]
-    cut = sorted(values, reverse=True)[k - 1]
-    above, tied = sum(v > cut for v in values), sum(v == cut for v in values)
-    return [1.0 if v > cut else (k - above) / tied if v == cut else 0.0 for v in values]
 
 
 def ranking(scores: Sequence[float], truth: Sequence[float]) -> dict[str, float]:

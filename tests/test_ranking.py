@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnas.config import ConfigError, from_dict
-from rnas.controller import kendall_tau
+from rnas.rank_stats import kendall_tau
 from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
 from rnas.params import parse_params

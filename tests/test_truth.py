@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from rnas.config import ConfigError
-from rnas.controller import kendall_tau
+from rnas.rank_stats import kendall_tau
 from rnas.oracle import TableOracle
 from rnas.params import parse_params
 from rnas.ranking import combined_scores
 from rnas.spaces.nb201 import OPS, NB201Space
-from rnas.truth import TruthConfig, judge, load_truth, percentile, precision_at_top, ranking, reference_cells
+from rnas.rank_stats import precision_at_top
+from rnas.truth import TruthConfig, judge, load_truth, percentile, ranking, reference_cells
 from tests.helpers import clone_project, run, write_image_folder
 
 SPACE = NB201Space()

@@ -33,7 +33,8 @@ import torch
 import yaml
 
 from rnas.table_search import Budget, TableSpec, search
-from rnas.controller import evaluate_controller, kendall_tau
+from rnas.controller import evaluate_controller
+from rnas.rank_stats import kendall_tau
 from rnas.oracle import TableOracle
 from rnas.spaces.base import Arch
 from rnas.strategies import make_strategy

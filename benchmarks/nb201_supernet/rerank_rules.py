@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 
 from benchmarks.nb201_supernet.tuning_run import runs_arguments, tuning_oracle
-from rnas.controller import kendall_tau
+from rnas.rank_stats import kendall_tau
 from rnas.ranking import rank_percentiles
 from rnas.spaces.nb201 import NB201Space
 from rnas.truth import true_accuracies

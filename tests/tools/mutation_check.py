@@ -124,7 +124,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "a cell's signals depend on the cells scored before it": (
         [("rnas/ranking.py", "            torch.manual_seed(cell_seed(seed, arch))\n", "")], ["tests/test_ranking.py"]),
     "precision@top breaks ties by the cells' order": (
-        [("rnas/truth.py", "    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k",
+        [("rnas/rank_stats.py", "    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k",
           "    top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:k])  # noqa: E731\n"
           "    return len(top(list(scores)) & top(list(truth))) / k")], ["tests/test_truth.py"]),
     "the search keeps the strategy's trace of an earlier round": (
