@@ -31,6 +31,7 @@ from rnas.params import PipelineParams, load_params
 from rnas.pool import ArchPool
 from rnas.spaces import SearchSpace, get_space
 from rnas.tasks import Task, get_task
+from rnas.tasks.base import RunEnv, Supernet
 from rnas.tracking import BLIND_SEARCH_TAG, SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
 
@@ -61,6 +62,22 @@ class StageContext:
 
     def write_provenance(self, folder: Path) -> None:
         write_json(folder / "provenance.json", self.provenance())
+
+    @property
+    def env(self) -> RunEnv:
+        """What the task's training needs of this stage: no DVC, no params."""
+        return RunEnv(self.space, self.device, self.params.seed, self.provenance(), self.dist)
+
+    def supernet(self, data: Path) -> Supernet:
+        """The task's fresh supernet of ``warmup``'s settings, for the prepared data in ``data``."""
+        p = self.params
+        return self.task.supernet(self.env, data, network=p.warmup.supernet, train=p.warmup.train,
+                                  total_epochs=supernet_epochs(p), objective=self.task.objective(p))
+
+
+def supernet_epochs(params: PipelineParams) -> int:
+    """The supernet's whole schedule: warmup and every search round (one trainer state spans them)."""
+    return params.warmup.train.epochs + params.search.rounds * params.search.epochs_per_round
 
 
 def prepared_dir(params: PipelineParams, final: bool) -> Path:

@@ -57,8 +57,8 @@ def main(ctx):
         print(f"[rerank] training {arch} for {k.epochs} epochs", file=sys.stderr, flush=True)
         seed_everything(p.seed)
         checkpoint = STATE / "checkpoint.pt"
-        record = ctx.task.retrain(ctx, arch, data, p.retrain.child, train, False, checkpoint,
-                                  f"{fingerprint}:{arch}", on_epoch=None).delivered
+        record = ctx.task.retrain(ctx.env, arch, data, child=p.retrain.child, train=train, train_on_valid=False,
+                                  checkpoint=checkpoint, fingerprint=f"{fingerprint}:{arch}").delivered
         checkpoint.unlink(missing_ok=True)
         measured = {key: value for key, value in record.items() if key.startswith(("train_", "valid_"))}
         return {"validation_score": ctx.task.validation_score(record), "delivered_epoch": record["epoch"], **measured}

@@ -28,7 +28,8 @@ def main(ctx):
     require_inputs(data / "meta.json", *([] if r.arch else [ARTIFACTS / "rerank/best.json"]))
     arch = ctx.space.to_str(ctx.space.from_str(r.arch or read_json(ARTIFACTS / "rerank/best.json")["arch"]))
     fingerprint = run_fingerprint(data, CODE, arch=arch, retrain=ctx.provenance()["params"]["retrain"], seed=p.seed)
-    result = ctx.task.retrain(ctx, arch, data, r.child, r.train, r.train_on_valid, CHECKPOINT, fingerprint,
+    result = ctx.task.retrain(ctx.env, arch, data, child=r.child, train=r.train, train_on_valid=r.train_on_valid,
+                              checkpoint=CHECKPOINT, fingerprint=fingerprint,
                               on_epoch=lambda rec: ctx.run.log_metrics(numeric(rec), step=rec["epoch"]))
     if not ctx.dist.is_main:  # under torchrun, rank 0 writes
         return

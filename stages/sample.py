@@ -31,7 +31,7 @@ def main(ctx):
                    ARTIFACTS / "embed/controller.pt")
     strategy = make_strategy(s.strategy, space, s.strategy_options(p.embed), seed=seed,
                              key=f"search.strategies.{s.strategy}")
-    supernet = ctx.task.supernet(ctx, data)
+    supernet = ctx.supernet(data)
     supernet.load(ARTIFACTS / "warmup/supernet.pt")
     report = supernet.objective.report
     pool = ArchPool.from_csv(space, ARTIFACTS / "warmup/pool.csv")

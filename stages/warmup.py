@@ -14,7 +14,7 @@ def main(ctx):
     p, data = ctx.params, prepared_dir(ctx.params, final=False)
     require_inputs(data / "meta.json")
     archs = ctx.space.sample_unique(p.warmup.pool_size, random.Random(p.seed))
-    supernet = ctx.task.supernet(ctx, data)
+    supernet = ctx.supernet(data)
     history = supernet.train_epochs(archs, p.warmup.train.epochs, label="warmup",
                                     on_epoch=lambda r: ctx.run.log_metrics(r, step=r["epoch"]))
     scores = supernet.score(archs, label="warmup")

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
+import torch
 from torch import nn
 
 from rnas.data.prepare import Progress
-from rnas.spaces.base import Arch
+from rnas.spaces.base import Arch, SearchSpace
+from rnas.training.distributed import DistributedContext
 
 if TYPE_CHECKING:
     from rnas.params import EvaluateParams, PipelineParams
-    from rnas.pipeline import StageContext
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -90,9 +91,20 @@ class Supernet:
         self.trainer.load(path)
 
 
-def supernet_epochs(params: PipelineParams) -> int:
-    """The supernet's whole schedule: warmup and every search round (one trainer state spans them)."""
-    return params.warmup.train.epochs + params.search.rounds * params.search.epochs_per_round
+@dataclass(frozen=True)
+class RunEnv:
+    """What a task's training needs from the run around it, and nothing of DVC: the space, the
+    device, the processes (``dist``), the run's seed and the provenance recorded with a model."""
+    space: SearchSpace
+    device: torch.device
+    seed: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: this process's place among the ranks (default: one process on ``device``)
+    dist: DistributedContext = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.dist is None:
+            object.__setattr__(self, "dist", DistributedContext(device=self.device))
 
 
 @dataclass
@@ -139,12 +151,14 @@ class Task(ABC):
         return its meta, whose ``counts`` are per split and ``fingerprint`` identifies it."""
 
     @abstractmethod
-    def supernet(self, ctx: StageContext, data: Path) -> Supernet:
-        """A fresh supernet for the prepared data in ``data``, sized for ``supernet_epochs``."""
+    def supernet(self, env: RunEnv, data: Path, *, network: Any, train: Any, total_epochs: int,
+                 objective: Objective) -> Supernet:
+        """A fresh supernet (``network``, recipe ``train``: the task's warmup configs) for the prepared
+        data in ``data``, its learning-rate schedule spanning ``total_epochs`` (``supernet_epochs``)."""
 
     @abstractmethod
-    def retrain(self, ctx: StageContext, arch: str, data: Path, child: Any, train: Any, train_on_valid: bool,
-                checkpoint: Path, fingerprint: str, on_epoch: EpochCallback | None) -> Retrained:
+    def retrain(self, env: RunEnv, arch: str, data: Path, *, child: Any, train: Any, train_on_valid: bool,
+                checkpoint: Path, fingerprint: str, on_epoch: EpochCallback | None = None) -> Retrained:
         """Train ``arch`` from scratch (network ``child``, recipe ``train``: the task's retrain
         configs), checkpointing to ``checkpoint`` every epoch and resuming from it when it carries
         ``fingerprint``. ``train_on_valid``: also train on the validation split, where the task can.

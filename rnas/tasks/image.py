@@ -17,7 +17,7 @@ from rnas.networks.child_cnn import ChildConfig
 from rnas.networks import SUPERNETS
 from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.ranking import signal_scores
-from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs, supernet_epochs
+from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 
@@ -64,27 +64,24 @@ class ImageTask(Task):
     def prepare(self, cfg, out_dir, key, progress):
         return prepare_dataset(cfg, out_dir, progress=progress, key=key)
 
-    def supernet(self, ctx, data):
-        p = ctx.params
-        train, valid = load_split(data, "train"), load_split(data, "valid")
-        model = SUPERNETS[ctx.space.name](ctx.space, p.warmup.supernet, num_classes=len(train.classes),
-                                          in_channels=train.images.shape[1])
-        trainer = SupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed,
-                                  dist=ctx.dist)
-        return Supernet(trainer, trainer.train_batches(train, p.seed), trainer.score_batches(valid), self.objective(p))
+    def supernet(self, env, data, *, network, train, total_epochs, objective):
+        train_split, valid = load_split(data, "train"), load_split(data, "valid")
+        model = SUPERNETS[env.space.name](env.space, network, num_classes=len(train_split.classes),
+                                          in_channels=train_split.images.shape[1])
+        trainer = SupernetTrainer(model, train, env.device, total_epochs=total_epochs, seed=env.seed, dist=env.dist)
+        return Supernet(trainer, trainer.train_batches(train_split, env.seed), trainer.score_batches(valid), objective)
 
-    def retrain(self, ctx, arch, data, child, train, train_on_valid, checkpoint, fingerprint, on_epoch):
+    def retrain(self, env, arch, data, *, child, train, train_on_valid, checkpoint, fingerprint, on_epoch=None):
         train_split = load_split(data, "train")
         valid = load_split(data, "valid") if (data / "valid.pt").exists() else None
         if train_on_valid and valid is not None:
             train_split, valid = joined(train_split, valid), None
-        model = build_network(arch, child, len(train_split.classes), train_split.images.shape[1], ctx.space.name)
-        history = train_child(model, train, child_batches(train_split, train, ctx.dist, train=True,
-                                                          seed=ctx.params.seed),
-                              child_batches(valid, train, ctx.dist, train=False) if valid is not None else None,
-                              ctx.device, checkpoint, fingerprint, dist=ctx.dist, on_epoch=on_epoch)
-        card = model_card(ctx.space.name, arch, child, len(train_split.classes), train_split.images.shape[1],
-                          train_split.classes, train_split.mean, train_split.std, ctx.provenance())
+        model = build_network(arch, child, len(train_split.classes), train_split.images.shape[1], env.space.name)
+        history = train_child(model, train, child_batches(train_split, train, env.dist, train=True, seed=env.seed),
+                              child_batches(valid, train, env.dist, train=False) if valid is not None else None,
+                              env.device, checkpoint, fingerprint, dist=env.dist, on_epoch=on_epoch)
+        card = model_card(env.space.name, arch, child, len(train_split.classes), train_split.images.shape[1],
+                          train_split.classes, train_split.mean, train_split.std, env.provenance)
         return Retrained(model, card, history, delivered_epoch=len(history))  # the last epoch, as image recipes do
 
     def validation_score(self, record):

@@ -10,7 +10,7 @@ from rnas.data.text import TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.evaluate import evaluate_text_model
 from rnas.export import build_language_model, language_model_card
 from rnas.networks.rnn import RNNModelConfig, RNNSupernet, RNNSupernetConfig
-from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs, supernet_epochs
+from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs
 from rnas.training.language_model import LMTrainConfig, perplexity, train_language_model
 from rnas.training.language_supernet import LMSupernetTrainConfig, LMSupernetTrainer
 
@@ -39,18 +39,18 @@ class LanguageTask(Task):
     def prepare(self, cfg, out_dir, key, progress):
         return prepare_corpus(cfg, out_dir, progress=progress, key=key)
 
-    def supernet(self, ctx, data):
-        p, corpus = ctx.params, load_prepared_corpus(data)
-        model = RNNSupernet(ctx.space, p.warmup.supernet, len(corpus.vocab))
-        trainer = LMSupernetTrainer(model, p.warmup.train, ctx.device, total_epochs=supernet_epochs(p), seed=p.seed)
-        return Supernet(trainer, trainer.train_data(corpus.train), trainer.score_data(corpus.valid), self.objective(p))
+    def supernet(self, env, data, *, network, train, total_epochs, objective):
+        corpus = load_prepared_corpus(data)
+        model = RNNSupernet(env.space, network, len(corpus.vocab))
+        trainer = LMSupernetTrainer(model, train, env.device, total_epochs=total_epochs, seed=env.seed)
+        return Supernet(trainer, trainer.train_data(corpus.train), trainer.score_data(corpus.valid), objective)
 
-    def retrain(self, ctx, arch, data, child, train, train_on_valid, checkpoint, fingerprint, on_epoch):
+    def retrain(self, env, arch, data, *, child, train, train_on_valid, checkpoint, fingerprint, on_epoch=None):
         corpus = load_prepared_corpus(data)  # valid is never trained on: it decides the switch to averaged SGD
         model = build_language_model(arch, child, len(corpus.vocab))
-        history = train_language_model(model, train, corpus.train, corpus.valid, ctx.device, checkpoint,
+        history = train_language_model(model, train, corpus.train, corpus.valid, env.device, checkpoint,
                                        fingerprint, on_epoch=on_epoch)
-        card = language_model_card(arch, child, corpus.vocab, train.bptt, ctx.provenance())
+        card = language_model_card(arch, child, corpus.vocab, train.bptt, env.provenance)
         return Retrained(model, card, history, delivered_epoch=history[-1]["best_epoch"])  # the best validation
 
     def validation_score(self, record):
