@@ -245,3 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"total {format_duration(time.perf_counter() - start)}; wrote {out}", file=sys.stderr)
 
     return run_command(benchmark)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -307,3 +309,9 @@ def test_outputs_of_disjoint_seed_ranges_merge_into_those_of_one_command(table, 
     merged, whole = (pd.read_csv(tmp_path / d / "summary.csv") for d in ("merged", "all"))
     pd.testing.assert_frame_equal(merged.drop(columns="wall_seconds"), whole.drop(columns="wall_seconds"))
     assert merged.wall_seconds.sum() > 0
+
+
+@pytest.mark.parametrize("module", ["rnas.benchmark", "rnas.evaluate", "rnas.compare"])
+def test_the_library_commands_run_as_modules(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: "), result.stderr[-2000:]
