@@ -56,11 +56,12 @@ def load_run(folder: Path, table: str) -> tuple[pd.DataFrame, int]:
 def main() -> None:
     args = runs_arguments(__doc__.splitlines()[0])
     runs = [load_run(folder, args.table) for folder in args.runs]
+    by_run = [rules(frame) for frame, _ in runs]
     rows = []
-    for name in rules(runs[0][0]):
+    for name in by_run[0]:
         picks, taus = [], []
-        for frame, _ in runs:
-            values = rules(frame)[name]
+        for (frame, _), values_by_rule in zip(runs, by_run):
+            values = values_by_rule[name]
             picks.append(frame["truth"][max(range(len(values)), key=lambda i: (values[i], -i))])
             taus.append(kendall_tau(values, frame["truth"].tolist()))
         rows.append({"rule": name, "seeds": [seed for _, seed in runs], "pick_mean": round(statistics.mean(picks), 3),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -98,13 +98,8 @@ class RunEnv:
     space: SearchSpace
     device: torch.device
     seed: int
-    provenance: dict[str, Any] = field(default_factory=dict)
-    #: this process's place among the ranks (default: one process on ``device``)
-    dist: DistributedContext = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        if self.dist is None:
-            object.__setattr__(self, "dist", DistributedContext(device=self.device))
+    provenance: dict[str, Any]
+    dist: DistributedContext     # this process's place among the ranks
 
 
 @dataclass
