@@ -98,8 +98,8 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "a blind supernet goes unreported": (
         [("rnas/pool.py", "        if spread >= BLIND_SPREAD:\n", "        if True:\n")], ["tests/test_blind_search.py"]),
     "tau of a blind pool reported as a number": (
-        [("stages/embed.py", "    return {} if reason is None else", "    return {} if True else")],
-        ["tests/test_blind_search.py"]),
+        [("rnas/embedding.py", "    return {} if reason is None else", "    return {} if True else")],
+        ["tests/test_embedding.py", "tests/test_blind_search.py"]),
     "re-rank retrains cells an interrupted run measured": (
         [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
     "a signal's sign inverted (naswot: lower is better)": (
