@@ -36,7 +36,7 @@ import torch
 from benchmarks.common import print_result
 from rnas.controller import build_controller, evaluate_controller, normalise_targets, train_controller
 from rnas.oracle import TableOracle
-from rnas.params import load_params
+from rnas.tasks import load_params
 from rnas.spaces import get_space
 from rnas.strategies import make_strategy
 from rnas.strategies.rnas import latent_objective, mras_search

@@ -1,51 +1,49 @@
-"""The pipeline's parameters (params.yaml), typed and validated before any work starts.
+"""The pipeline's parameters (params.yaml): the blocks every task shares, typed and validated.
 
-Each block is the config dataclass of the library part that uses it, so what a stage reads
-is exactly what the library takes. The blocks that differ between tasks (``data.search``,
-``data.final``, ``warmup.supernet``, ``warmup.train``, ``retrain.child``, ``retrain.train``) are
-typed with the config classes of the task that ``task`` names (``rnas.tasks``): ``PipelineParams``
-with those of the default task, image; ``params_class(task)`` with any task's.
-``load_params`` reports the first bad key in one line.
+The blocks whose contents differ between tasks (``data.search``/``data.final``,
+``warmup.supernet``/``warmup.train``, ``retrain.child``/``retrain.train``) are generic here: each
+task declares, in its own module, the ``PipelineParams`` subclass that types them with its config
+classes (``rnas.tasks.image.ImageParams``) and checks what only it needs. This module imports no
+task, network or training code; ``rnas.tasks.parse_params`` picks the class that ``task`` names.
+Every default here and in the tasks' subclasses equals conf/config.yaml and the task's
+conf/task/<task>.yaml, which are the quickstart's settings (a test keeps them equal); the library's
+config classes (``ChildTrainConfig``, ``MRASConfig``...) keep the published recipes as their own.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
-import yaml
 
 from rnas.config import ConfigError, from_dict, require
 from rnas.controller import ControllerConfig, ControllerTrainConfig
-from rnas.data.prepare import DataConfig
-from rnas.networks.child_cnn import ChildConfig
-from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.ranking import RankingConfig
 from rnas.spaces import get_space
 from rnas.strategies import available_strategies, strategy_class
-from rnas.tasks import available_tasks, get_task
 from rnas.tracking import TrackingConfig
-from rnas.training.child import ChildTrainConfig
-from rnas.training.supernet import SupernetTrainConfig
 from rnas.truth import MAX_REFERENCE_CELLS, TruthConfig
 
+#: a task's config classes: its dataset, supernet, supernet training, final network, final training
+DataT = TypeVar("DataT")
+SupernetT = TypeVar("SupernetT")
+SupernetTrainT = TypeVar("SupernetTrainT")
+NetworkT = TypeVar("NetworkT")
+TrainT = TypeVar("TrainT")
 
-@dataclass
-class DataParams:
-    search: DataConfig = field(default_factory=DataConfig)
+
+@dataclass(kw_only=True)
+class DataParams(Generic[DataT]):
+    search: DataT
     #: retrain/evaluate on another dataset (transfer, e.g. CINIC-10); null = the search dataset
-    final: DataConfig | None = None
+    final: DataT | None = None
 
 
-@dataclass
-class WarmupParams:
-    pool_size: int = 1000
-    supernet: SupernetConfig = field(default_factory=SupernetConfig)
-    train: SupernetTrainConfig = field(default_factory=SupernetTrainConfig)
+@dataclass(kw_only=True)
+class WarmupParams(Generic[SupernetT, SupernetTrainT]):
+    supernet: SupernetT
+    train: SupernetTrainT
+    pool_size: int = 100
 
     def check(self):
         require(self.pool_size >= 2, "pool_size", "must be at least 2")
@@ -54,9 +52,10 @@ class WarmupParams:
 @dataclass
 class EmbedParams:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
-    train: ControllerTrainConfig = field(default_factory=ControllerTrainConfig)
+    train: ControllerTrainConfig = field(default_factory=lambda: ControllerTrainConfig(
+        epochs=300, refit_epochs=100, batch_size=20, unlabelled=20))
     #: share of the pool held out to measure the predictor (Kendall tau) and the decoder
-    holdout_fraction: float = 0.1
+    holdout_fraction: float = 0.2
 
     def check(self):
         require(0 <= self.holdout_fraction < 1, "holdout_fraction", "must be in [0, 1)")
@@ -65,10 +64,10 @@ class EmbedParams:
 @dataclass
 class SearchParams:
     strategy: str = "rnas"
-    rounds: int = 4
-    n_new: int = 300               # architectures proposed per round
-    n_random: int = 50             # fresh random architectures per round (exploration)
-    epochs_per_round: int = 30     # supernet training on each refreshed pool
+    rounds: int = 2
+    n_new: int = 20                # architectures proposed per round
+    n_random: int = 5              # fresh random architectures per round (exploration)
+    epochs_per_round: int = 5      # supernet training on each refreshed pool
     top: int = 5                   # architectures reported at the end
     #: the search's own seed (strategies, fresh random cells); null: ``seed``. A search seed
     #: changes only the sample stage, so searches on one trained supernet can be repeated.
@@ -80,7 +79,11 @@ class SearchParams:
     #: the search's top (and rerank's candidates) from the supernet's score and them
     ranking: RankingConfig = field(default_factory=RankingConfig)
     #: per-strategy options, e.g. ``rnas: {mras: {iterations: 50}}`` (the controller comes from `embed`)
-    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "rnas": {"top_k": 20, "final_samples": 299,
+                 "mras": {"weighting": "ce", "iterations": 50, "samples": 100, "rho": 0.05, "r": 0.1,
+                          "ess_min": 0.5, "mixture": 0.0, "smoothing": 0.7}},
+        "nao": {"top_k": 20, "step": 1.0}})
 
     def check(self):
         require(self.strategy in available_strategies(), "strategy",
@@ -122,10 +125,10 @@ class RerankParams:
         require(self.epochs > 0, "epochs", "must be positive")
 
 
-@dataclass
-class RetrainParams:
-    child: ChildConfig = field(default_factory=ChildConfig)
-    train: ChildTrainConfig = field(default_factory=ChildTrainConfig)
+@dataclass(kw_only=True)
+class RetrainParams(Generic[NetworkT, TrainT]):
+    child: NetworkT
+    train: TrainT
     #: retrain this architecture (space string) instead of the search's winner
     arch: str | None = None
     #: also train on the search's validation split (the paper trains the final net on all 50k)
@@ -155,8 +158,13 @@ class TrainerParams:
         require(self.nproc >= 1, "nproc", "must be at least 1")
 
 
-@dataclass
-class PipelineParams:
+@dataclass(kw_only=True)
+class PipelineParams(Generic[DataT, SupernetT, SupernetTrainT, NetworkT, TrainT]):
+    """What every task's parameters hold. A task's subclass types ``data``, ``warmup`` and ``retrain``,
+    names its ``spaces`` and adds its own checks to ``check``."""
+    data: DataParams[DataT]
+    warmup: WarmupParams[SupernetT, SupernetTrainT]
+    retrain: RetrainParams[NetworkT, TrainT]
     seed: int = 0
     device: str = "auto"
     #: CPU threads per stage process; 0: torch's default, one per core. On cores shared with other
@@ -166,27 +174,24 @@ class PipelineParams:
     task: str = "image"            # image | language: see rnas.tasks
     space: str = "nao_cnn"         # one of the task's spaces
     trainer: TrainerParams = field(default_factory=TrainerParams)
-    data: DataParams = field(default_factory=DataParams)
-    warmup: WarmupParams = field(default_factory=WarmupParams)
     embed: EmbedParams = field(default_factory=EmbedParams)
     search: SearchParams = field(default_factory=SearchParams)
     rerank: RerankParams = field(default_factory=RerankParams)
-    retrain: RetrainParams = field(default_factory=RetrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    #: the task's name and search spaces (set by each task's subclass)
+    TASK: ClassVar[str]
+    SPACES: ClassVar[tuple[str, ...]]
+
     def check(self):
+        require(self.task == self.TASK, "task", f"must be {self.TASK!r} for {type(self).__name__}")
+        require(self.space in self.SPACES, "space",
+                f"{self.space!r} is not one of {', '.join(self.SPACES)} (the spaces of task {self.task!r})")
         require(self.threads >= 0, "threads", "must be >= 0 (0: one per core)")
         require(self.seed >= 0, "seed", "must be >= 0")
         require(self.device == "auto" or _device_type(self.device) in ("cpu", "cuda"), "device",
                 f"{self.device!r} is not a device: use auto, cpu, cuda or cuda:N")
-        check_task(self.task)
-        task = get_task(self.task)
-        require(self.space in task.spaces, "space",
-                f"{self.space!r} is not one of {', '.join(task.spaces)} (the spaces of task {self.task!r})")
-        task.check(self)
-        require(task.has_signals or not self.search.ranking.signals, "search.ranking.signals",
-                f"the zero-cost signals score image classifiers: task {self.task!r} has none (set it to [])")
         if self.retrain.arch is not None:  # checked now, not after the whole search
             try:
                 get_space(self.space).from_str(self.retrain.arch)
@@ -211,48 +216,3 @@ def _device_type(name: str) -> str | None:
         return torch.device(name).type
     except RuntimeError:
         return None
-
-
-@functools.cache
-def params_class(task: str) -> type[PipelineParams]:
-    """``PipelineParams`` with the task-specific blocks typed by ``task``'s config classes."""
-    configs = get_task(task).configs
-    data = _retyped(DataParams, search=(configs.data, field(default_factory=configs.data)),
-                    final=(configs.data | None, field(default=None)))
-    warmup = _retyped(WarmupParams, supernet=(configs.supernet, field(default_factory=configs.supernet)),
-                      train=(configs.supernet_train, field(default_factory=configs.supernet_train)))
-    retrain = _retyped(RetrainParams, child=(configs.network, field(default_factory=configs.network)),
-                       train=(configs.train, field(default_factory=configs.train)))
-    return _retyped(PipelineParams, data=(data, field(default_factory=data)),
-                    warmup=(warmup, field(default_factory=warmup)), retrain=(retrain, field(default_factory=retrain)))
-
-
-def _retyped(base: type, **fields: tuple[Any, Any]) -> type:
-    """A subclass of the dataclass ``base`` whose ``fields`` (name -> (type, default)) are retyped."""
-    cls = dataclasses.make_dataclass(base.__name__, [(name, tp, default) for name, (tp, default) in fields.items()],
-                                     bases=(base,))
-    cls.__module__ = base.__module__
-    return cls
-
-
-def parse_params(data: Any) -> PipelineParams:
-    """Validated parameters from the nested dict of params.yaml (ConfigError naming the first bad key)."""
-    task = data.get("task", PipelineParams.task) if isinstance(data, dict) else PipelineParams.task
-    check_task(task)
-    return from_dict(params_class(task), data)
-
-
-def check_task(name: Any) -> None:
-    require(name in available_tasks(), "task", f"{name!r} is not one of {', '.join(available_tasks())}")
-
-
-def load_params(path: str | os.PathLike = "params.yaml") -> PipelineParams:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"parameters file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML ({' '.join(str(e).split())})") from None
-    return parse_params(data or {})
-

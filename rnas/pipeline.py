@@ -27,10 +27,10 @@ import torch
 from rnas.artifacts import read_json, source_fingerprint, write_json
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.errors import ArtifactError, run_command
-from rnas.params import PipelineParams, load_params
+from rnas.params import PipelineParams
 from rnas.pool import ArchPool
 from rnas.spaces import SearchSpace, get_space
-from rnas.tasks import Task, get_task
+from rnas.tasks import Task, get_task, load_params
 from rnas.tasks.base import RunEnv, Supernet
 from rnas.tracking import BLIND_SEARCH_TAG, SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext

@@ -7,7 +7,7 @@ stage that will not rerun, when nothing else runs.
 import sys
 
 from rnas.errors import run_command
-from rnas.params import load_params
+from rnas.tasks import load_params
 
 
 def check() -> None:

@@ -263,10 +263,10 @@ def test_a_loss_is_searched_downhill():
             return [4.0, 2.5, 3.0]
 
     from rnas.config import from_dict
-    from rnas.params import PipelineParams
+    from rnas.tasks.image import ImageParams
 
     def scored(task: str, score_by: str = "accuracy") -> list[float]:
-        params = from_dict(PipelineParams, {"warmup": {"train": {"score_by": score_by}}})
+        params = from_dict(ImageParams, {"warmup": {"train": {"score_by": score_by}}})
         return Supernet(Losses(), None, None, get_task(task).objective(params)).score([(0,), (1,), (2,)])
 
     assert scored("language") == [-4.0, -2.5, -3.0]

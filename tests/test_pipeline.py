@@ -22,13 +22,33 @@ def test_committed_params_are_the_composed_default(tmp_path):
 
 
 def test_every_profile_composes_to_valid_params(tmp_path):
-    from rnas.params import load_params
+    from rnas.tasks import load_params
     for profile in sorted(p.stem for p in (ROOT / "conf/profile").glob("*.yaml")):
         from dvc.utils.hydra import compose_and_dump
         compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT),
                          [f"profile={profile}", "++data.search.root=/data/some-root",
                           "++data.final.root=/data/other-root"])
         load_params(tmp_path / "params.yaml")
+
+
+def _leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("task", ["image", "language"])
+def test_params_defaults_are_the_conf_files(tmp_path, task):
+    """Each task's params dataclass, built with no keys, equals conf/config.yaml + conf/task/<task>.yaml."""
+    import dataclasses
+    from dvc.utils.hydra import compose_and_dump
+    from rnas.tasks import get_task
+    compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT), ["~profile", f"task={task}"])
+    composed = dict(_leaves(yaml.safe_load((tmp_path / "params.yaml").read_text())))
+    defaults = dict(_leaves(dataclasses.asdict(get_task(task).params())))
+    assert {key: defaults.get(key, "(no such field)") for key in composed} == composed
 
 
 @pytest.mark.slow

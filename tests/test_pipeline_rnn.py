@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from rnas.config import ConfigError
-from rnas.params import parse_params
+from rnas.tasks import parse_params
 from tests.helpers import ROOT, clone_project, copy_sources, run
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline

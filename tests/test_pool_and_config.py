@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 
 from rnas.config import ConfigError, from_dict, require
-from rnas.params import PipelineParams
+from rnas.tasks.image import ImageParams
 from rnas.pool import ArchPool
 from rnas.spaces import get_space
 
@@ -84,12 +84,12 @@ def test_config_values_and_optional_sections():
 
 def test_pipeline_params_catch_impossible_combinations():
     with pytest.raises(ConfigError, match=r"search\.strategy: 'nope' is not one of"):
-        from_dict(PipelineParams, {"search": {"strategy": "nope"}})
+        from_dict(ImageParams, {"search": {"strategy": "nope"}})
     with pytest.raises(ConfigError, match=r"search\.strategies\.rnas\.mras\.rho: must be in"):
-        from_dict(PipelineParams, {"search": {"strategies": {"rnas": {"mras": {"rho": 2.0}}}}})
+        from_dict(ImageParams, {"search": {"strategies": {"rnas": {"mras": {"rho": 2.0}}}}})
     with pytest.raises(ConfigError, match=r"space: 'nope' is not one of"):
-        from_dict(PipelineParams, {"space": "nope"})
+        from_dict(ImageParams, {"space": "nope"})
     with pytest.raises(ConfigError, match=r"^threads: must be >= 0"):
-        from_dict(PipelineParams, {"threads": -1})
+        from_dict(ImageParams, {"threads": -1})
     with pytest.raises(ConfigError, match=r"data\.search\.root: required"):
-        from_dict(PipelineParams, {"data": {"search": {"dataset": "imagefolder"}}})
+        from_dict(ImageParams, {"data": {"search": {"dataset": "imagefolder"}}})

@@ -12,7 +12,7 @@ from rnas.config import ConfigError, from_dict
 from rnas.rank_stats import kendall_tau
 from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
-from rnas.params import parse_params
+from rnas.tasks import parse_params
 from rnas.pool import ArchPool
 from rnas.ranking import (RANKING, RankingConfig, add_ranking, cell_seed, combined_scores, rank_percentiles,
                           signal_scores)

@@ -2,7 +2,7 @@
 import pytest
 
 from rnas.config import ConfigError, from_dict
-from rnas.params import PipelineParams
+from rnas.tasks.image import ImageParams
 from rnas.pool import ArchPool
 from rnas.rerank import candidates, rerank, winner
 from rnas.spaces.nb201 import NB201Space
@@ -55,7 +55,7 @@ def test_validation_scores_are_higher_is_better_for_both_tasks():
 ])
 def test_bad_rerank_params_name_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
-        from_dict(PipelineParams, data)
+        from_dict(ImageParams, data)
 
 
 def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path, monkeypatch):
@@ -75,7 +75,7 @@ def test_the_measurement_fingerprint_follows_the_training_not_the_candidates(tmp
 
     write_json(tmp_path / "meta.json", {"fingerprint": "data-1"})
     base = {"rerank": {"top": 3, "epochs": 2}, "seed": 0}
-    fingerprint = lambda **changes: measurement_fingerprint(from_dict(PipelineParams, {**base, **changes}),  # noqa: E731
+    fingerprint = lambda **changes: measurement_fingerprint(from_dict(ImageParams, {**base, **changes}),  # noqa: E731
                                                             tmp_path)
     reference = fingerprint()
     assert fingerprint() == reference

@@ -18,7 +18,7 @@ from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 from rnas.spaces.nao_cnn import NAOCellSpace
 from rnas.training.child import ChildTrainConfig, drop_path_prob_at, evaluate_classifier, train_child
 from rnas.training.progress import CountProgress, Progress, format_duration
-from rnas.params import PipelineParams
+from rnas.tasks.image import ImageParams
 from rnas.tasks.image import ImageTask
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from tests.synthetic import N_CLASSES, TinyChild, brightness_split
@@ -257,7 +257,7 @@ def test_score_by_loss_is_the_mean_cross_entropy_and_the_image_objective_negates
             total = sum(nn.functional.cross_entropy(reference(x, arch), y, reduction="sum").item() for x, y in batches)
             assert loss == pytest.approx(total / 32)
     # the search maximises: a lower loss must be the higher score
-    objective = ImageTask().objective(from_dict(PipelineParams, {"warmup": {"train": {"score_by": "loss"}}}))
+    objective = ImageTask().objective(from_dict(ImageParams, {"warmup": {"train": {"score_by": "loss"}}}))
     assert [objective.score(v) for v in (0.5, 2.0)] == [-0.5, -2.0] and "loss" in objective.score_label
 
 

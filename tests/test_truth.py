@@ -16,7 +16,7 @@ import yaml
 from rnas.config import ConfigError
 from rnas.rank_stats import kendall_tau
 from rnas.oracle import TableOracle
-from rnas.params import parse_params
+from rnas.tasks import parse_params
 from rnas.ranking import combined_scores
 from rnas.spaces.nb201 import OPS, NB201Space
 from rnas.rank_stats import precision_at_top

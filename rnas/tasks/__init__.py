@@ -1,13 +1,21 @@
 """Tasks: what the pipeline searches for, one module each (``rnas/tasks/<name>.py`` defining
 ``TASK``): ``image`` (classification, the CNN track) and ``language`` (word-level language
 modelling, the RNN track of docs/algorithm.md §7). The six stages are the same for every task; they
-ask the task (``rnas.tasks.base.Task``) for the work that differs.
+ask the task (``rnas.tasks.base.Task``) for the work that differs, and a task's module types its own
+parameter blocks (``Task.params``), which ``parse_params`` picks by the ``task`` key.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+from pathlib import Path
+from typing import Any
 
+import yaml
+
+from rnas.config import ConfigError, from_dict, require
+from rnas.params import PipelineParams
 from rnas.tasks.base import Task
 
 
@@ -21,4 +29,23 @@ def get_task(name: str) -> Task:
     return importlib.import_module(f"{__name__}.{name}").TASK()
 
 
-__all__ = ["Task", "available_tasks", "get_task"]
+def parse_params(data: Any) -> PipelineParams:
+    """Validated parameters of the task that ``data`` (the nested dict of params.yaml) names: a
+    ConfigError names the first bad key."""
+    name = data.get("task", PipelineParams.task) if isinstance(data, dict) else PipelineParams.task
+    require(name in available_tasks(), "task", f"{name!r} is not one of {', '.join(available_tasks())}")
+    return from_dict(get_task(name).params, data)
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> PipelineParams:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"parameters file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({' '.join(str(e).split())})") from None
+    return parse_params(data or {})
+
+
+__all__ = ["Task", "available_tasks", "get_task", "load_params", "parse_params"]

@@ -1,8 +1,9 @@
 """The interface between the pipeline's stages and a task.
 
-A task says which search spaces it builds networks for, which config classes type its own
-parameter blocks (``data.search``/``data.final``, ``warmup.supernet``, ``warmup.train``,
-``retrain.child``, ``retrain.train``), what a supernet score means (its ``Objective``), and does
+A task says which search spaces it builds networks for, which parameter class types its own
+blocks (``params``: a ``PipelineParams`` subclass typing ``data.search``/``data.final``,
+``warmup.supernet``, ``warmup.train``, ``retrain.child``, ``retrain.train`` and checking what only
+the task needs), what a supernet score means (its ``Objective``), and does
 the work that differs between tasks: prepare a dataset, build the supernet that trains and scores
 architectures, retrain one architecture from scratch (resumably), evaluate the result. Pools,
 strategies, the controller, tracking and artifacts are the same for every task.
@@ -13,29 +14,17 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Generic, Sequence
 
 import torch
 from torch import nn
 
 from rnas.data.prepare import Progress
+from rnas.params import DataT, EvaluateParams, NetworkT, PipelineParams, SupernetT, SupernetTrainT, TrainT
 from rnas.spaces.base import Arch, SearchSpace
 from rnas.training.distributed import DistributedContext
 
-if TYPE_CHECKING:
-    from rnas.params import EvaluateParams, PipelineParams
-
 EpochCallback = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class TaskConfigs:
-    """The config classes of a task's own parameter blocks."""
-    data: type              # data.search and data.final
-    supernet: type          # warmup.supernet
-    supernet_train: type    # warmup.train
-    network: type           # retrain.child
-    train: type             # retrain.train
 
 
 @dataclass(frozen=True)
@@ -121,38 +110,32 @@ class Evaluation:
     summary: str                   # one line for the log
 
 
-class Task(ABC):
+class Task(ABC, Generic[DataT, SupernetT, SupernetTrainT, NetworkT, TrainT]):
     name: ClassVar[str]
-    #: the search spaces this task builds networks for
-    spaces: ClassVar[tuple[str, ...]]
-    configs: ClassVar[TaskConfigs]
+    #: the task's parameters, with the search spaces it builds networks for (``params.SPACES``)
+    params: ClassVar[type[PipelineParams]]
     #: what a prepared split's size counts ("images", "tokens")
     data_unit: ClassVar[str]
     #: columns of the retraining history drawn per epoch, and their axis label
     curves: ClassVar[tuple[tuple[str, ...], str]]
-    #: whether the zero-cost signals (rnas.signals, which score image classifiers) mean anything here
-    has_signals: ClassVar[bool] = False
-
-    def check(self, params: PipelineParams) -> None:
-        """Cross-checks of the parameters this task needs (ConfigError naming the key)."""
 
     @abstractmethod
     def objective(self, params: PipelineParams) -> Objective:
         """What the supernet's scores measure under these parameters."""
 
     @abstractmethod
-    def prepare(self, cfg: Any, out_dir: Path, key: str, progress: Progress) -> dict[str, Any]:
+    def prepare(self, cfg: DataT, out_dir: Path, key: str, progress: Progress) -> dict[str, Any]:
         """Write the prepared dataset of ``cfg`` (at ``key`` in the parameters) into ``out_dir``;
         return its meta, whose ``counts`` are per split and ``fingerprint`` identifies it."""
 
     @abstractmethod
-    def supernet(self, env: RunEnv, data: Path, *, network: Any, train: Any, total_epochs: int,
+    def supernet(self, env: RunEnv, data: Path, *, network: SupernetT, train: SupernetTrainT, total_epochs: int,
                  objective: Objective) -> Supernet:
         """A fresh supernet (``network``, recipe ``train``: the task's warmup configs) for the prepared
         data in ``data``, its learning-rate schedule spanning ``total_epochs`` (``supernet_epochs``)."""
 
     @abstractmethod
-    def retrain(self, env: RunEnv, arch: str, data: Path, *, child: Any, train: Any, train_on_valid: bool,
+    def retrain(self, env: RunEnv, arch: str, data: Path, *, child: NetworkT, train: TrainT, train_on_valid: bool,
                 checkpoint: Path, fingerprint: str, on_epoch: EpochCallback | None = None) -> Retrained:
         """Train ``arch`` from scratch (network ``child``, recipe ``train``: the task's retrain
         configs), checkpointing to ``checkpoint`` every epoch and resuming from it when it carries

@@ -4,20 +4,22 @@ batches (higher is better)."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from rnas.config import from_dict, require
-from rnas.data.images import ImageBatches, ImageSplit, load_split
+from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit, load_split
 from rnas.data.prepare import DataConfig, prepare_dataset
 from rnas.evaluate import evaluate_model
 from rnas.export import build_network, model_card
 from rnas.networks.child_cnn import ChildConfig
 from rnas.networks import SUPERNETS
 from rnas.networks.supernet_cnn import SupernetConfig
+from rnas.params import DataParams, PipelineParams, RetrainParams, WarmupParams
 from rnas.ranking import signal_scores
-from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs
+from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 
@@ -35,28 +37,57 @@ def joined(a: ImageSplit, b: ImageSplit) -> ImageSplit:
     return ImageSplit(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.classes, a.mean, a.std)
 
 
-class ImageTask(Task):
+# The defaults are the quickstart's (conf/task/image.yaml); the config classes keep the published recipes.
+@dataclass(kw_only=True)
+class ImageData(DataParams[DataConfig]):
+    search: DataConfig = field(default_factory=lambda: DataConfig(valid_fraction=0.15, test_fraction=0.15))
+    final: DataConfig | None = None
+
+
+@dataclass(kw_only=True)
+class ImageWarmup(WarmupParams[SupernetConfig, SupernetTrainConfig]):
+    supernet: SupernetConfig = field(default_factory=lambda: SupernetConfig(cells_per_stage=1, channels=16))
+    train: SupernetTrainConfig = field(default_factory=lambda: SupernetTrainConfig(
+        epochs=20, batch_size=32, eval_batches=1, eval_batch_size=256, augment=AugmentConfig(crop_padding=1, flip=False)))
+
+
+@dataclass(kw_only=True)
+class ImageRetrain(RetrainParams[ChildConfig, ChildTrainConfig]):
+    child: ChildConfig = field(default_factory=lambda: ChildConfig(cells_per_stage=2, channels=16,
+                                                                   classifier_dropout=0.0))
+    train: ChildTrainConfig = field(default_factory=lambda: ChildTrainConfig(
+        epochs=15, batch_size=64, lr_max=0.05, drop_path_prob=0.1, augment=AugmentConfig(crop_padding=1, flip=False)))
+
+
+@dataclass(kw_only=True)
+class ImageParams(PipelineParams[DataConfig, SupernetConfig, SupernetTrainConfig, ChildConfig, ChildTrainConfig]):
+    TASK = "image"
+    SPACES = ("nao_cnn", "nb201")
+    data: ImageData = field(default_factory=ImageData)
+    warmup: ImageWarmup = field(default_factory=ImageWarmup)
+    retrain: ImageRetrain = field(default_factory=ImageRetrain)
+
+    def check(self):
+        super().check()
+        if self.space == "nb201":  # the NAO configs' keys that the NB201 skeleton has no use for
+            require(self.warmup.supernet.stem_multiplier == 1, "warmup.supernet.stem_multiplier",
+                    "must be 1 for space nb201 (its stem outputs `channels`)")
+            require(self.retrain.child.stem_multiplier == 1, "retrain.child.stem_multiplier",
+                    "must be 1 for space nb201 (its stem outputs `channels`)")
+            require(not self.retrain.child.auxiliary, "retrain.child.auxiliary",
+                    "must be false for space nb201 (its network has no auxiliary head)")
+            require(self.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
+                    "must be 0 for space nb201 (its network has no drop-path)")
+        signal_network(self)  # a bad key in search.ranking.child is reported now, not after the search
+        require(self.rerank.top == 0 or self.data.search.valid_fraction > 0, "rerank.top",
+                "re-ranking needs a validation split: set data.search.valid_fraction > 0, or rerank.top: 0")
+
+
+class ImageTask(Task[DataConfig, SupernetConfig, SupernetTrainConfig, ChildConfig, ChildTrainConfig]):
     name = "image"
-    spaces = ("nao_cnn", "nb201")
-    configs = TaskConfigs(data=DataConfig, supernet=SupernetConfig, supernet_train=SupernetTrainConfig,
-                          network=ChildConfig, train=ChildTrainConfig)
+    params = ImageParams
     data_unit = "images"
     curves = (("train_accuracy", "valid_accuracy"), "accuracy")
-    has_signals = True
-
-    def check(self, params):
-        if params.space == "nb201":  # the NB201 skeleton: a stem of C channels, no auxiliary head, no drop-path
-            require(params.warmup.supernet.stem_multiplier == 1, "warmup.supernet.stem_multiplier",
-                    "must be 1 for space nb201 (its stem outputs `channels`)")
-            require(params.retrain.child.stem_multiplier == 1, "retrain.child.stem_multiplier",
-                    "must be 1 for space nb201 (its stem outputs `channels`)")
-            require(not params.retrain.child.auxiliary, "retrain.child.auxiliary",
-                    "must be false for space nb201 (its network has no auxiliary head)")
-            require(params.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
-                    "must be 0 for space nb201 (its network has no drop-path)")
-        signal_network(params)  # a bad key in search.ranking.child is reported now, not after the search
-        require(params.rerank.top == 0 or params.data.search.valid_fraction > 0, "rerank.top",
-                "re-ranking needs a validation split: set data.search.valid_fraction > 0, or rerank.top: 0")
 
     def objective(self, params):
         return OBJECTIVES[params.warmup.train.score_by]
@@ -107,7 +138,7 @@ class ImageTask(Task):
                                    f"{test['latency_ms']:.1f} ms")
 
 
-def signal_network(params) -> ChildConfig:
+def signal_network(params: ImageParams) -> ChildConfig:
     """The network the signals score a cell in: ``retrain.child`` with ``search.ranking.child``'s keys replaced."""
     return from_dict(ChildConfig, {**dataclasses.asdict(params.retrain.child), **params.search.ranking.child},
                      "search.ranking.child")

@@ -3,6 +3,7 @@ prepared corpus (Penn Treebank). The supernet measures each architecture's valid
 lower is better: the search score is ``-valid_loss``; metrics and plots report perplexities."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnas.config import require
@@ -10,7 +11,8 @@ from rnas.data.text import TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.evaluate import evaluate_text_model
 from rnas.export import build_language_model, language_model_card
 from rnas.networks.rnn import RNNModelConfig, RNNSupernet, RNNSupernetConfig
-from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task, TaskConfigs
+from rnas.params import DataParams, EvaluateParams, PipelineParams, RetrainParams, WarmupParams
+from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task
 from rnas.training.language_model import LMTrainConfig, perplexity, train_language_model
 from rnas.training.language_supernet import LMSupernetTrainConfig, LMSupernetTrainer
 
@@ -19,19 +21,52 @@ OBJECTIVE = Objective(measured="validation loss", higher_is_better=False, metric
                       metric_label="supernet validation perplexity", to_metric=lambda score: perplexity(-score))
 
 
-class LanguageTask(Task):
+@dataclass(kw_only=True)
+class LanguageData(DataParams[TextDataConfig]):
+    search: TextDataConfig = field(default_factory=TextDataConfig)
+    final: TextDataConfig | None = None
+
+
+@dataclass(kw_only=True)
+class LanguageWarmup(WarmupParams[RNNSupernetConfig, LMSupernetTrainConfig]):
+    supernet: RNNSupernetConfig = field(default_factory=RNNSupernetConfig)
+    train: LMSupernetTrainConfig = field(default_factory=LMSupernetTrainConfig)
+
+
+@dataclass(kw_only=True)
+class LanguageRetrain(RetrainParams[RNNModelConfig, LMTrainConfig]):
+    child: RNNModelConfig = field(default_factory=RNNModelConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+    train_on_valid: bool = False   # valid decides the switch to averaged SGD
+
+
+@dataclass(kw_only=True)
+class LanguageParams(PipelineParams[TextDataConfig, RNNSupernetConfig, LMSupernetTrainConfig, RNNModelConfig,
+                                    LMTrainConfig]):
+    TASK = "language"
+    SPACES = ("rnn",)
+    data: LanguageData = field(default_factory=LanguageData)
+    warmup: LanguageWarmup = field(default_factory=LanguageWarmup)
+    retrain: LanguageRetrain = field(default_factory=LanguageRetrain)
+    task: str = "language"
+    space: str = "rnn"
+    evaluate: EvaluateParams = field(default_factory=lambda: EvaluateParams(batch_size=1))  # one test column
+
+    def check(self):
+        super().check()
+        require(self.trainer.nproc == 1, "trainer.nproc",
+                "the language task trains in one process (its trainers do not run under torchrun)")
+        require(not self.retrain.train_on_valid, "retrain.train_on_valid",
+                "must be false for the language task: validation decides the switch to averaged SGD")
+        require(not self.search.ranking.signals, "search.ranking.signals",
+                f"the zero-cost signals score image classifiers: task {self.task!r} has none (set it to [])")
+
+
+class LanguageTask(Task[TextDataConfig, RNNSupernetConfig, LMSupernetTrainConfig, RNNModelConfig, LMTrainConfig]):
     name = "language"
-    spaces = ("rnn",)
-    configs = TaskConfigs(data=TextDataConfig, supernet=RNNSupernetConfig, supernet_train=LMSupernetTrainConfig,
-                          network=RNNModelConfig, train=LMTrainConfig)
+    params = LanguageParams
     data_unit = "tokens"
     curves = (("train_ppl", "valid_ppl"), "perplexity")
-
-    def check(self, params):
-        require(params.trainer.nproc == 1, "trainer.nproc",
-                "the language task trains in one process (its trainers do not run under torchrun)")
-        require(not params.retrain.train_on_valid, "retrain.train_on_valid",
-                "must be false for the language task: validation decides the switch to averaged SGD")
 
     def objective(self, params):
         return OBJECTIVE
