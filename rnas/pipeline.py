@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 
 from rnas.artifacts import read_json, source_fingerprint, write_json
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
@@ -35,6 +36,8 @@ from rnas.tasks.base import RunEnv, Supernet
 from rnas.tracking import BLIND_SEARCH_TAG, SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
 
+#: the project's root: dvc.yaml and the code that fingerprints name
+REPOSITORY = Path(__file__).resolve().parents[1]
 PREPARED = Path("data/prepared")
 ARTIFACTS = Path("artifacts")
 #: each stage's output folder, in pipeline order (tracking links a reused folder to the run that wrote it)
@@ -85,13 +88,20 @@ def prepared_dir(params: PipelineParams, final: bool) -> Path:
     return PREPARED / ("final" if final and params.data.final is not None else "search")
 
 
+def code_deps(stage: str) -> tuple[str, ...]:
+    """The code that ``stage``'s dvc.yaml deps name (``rnas/...``, ``stages/...``): what a resume
+    fingerprint must cover, since DVC reruns the stage when any of it changes."""
+    deps = yaml.safe_load((REPOSITORY / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    return tuple(d for d in deps if d.startswith(("rnas/", "stages/")))
+
+
 def run_fingerprint(data: Path, code: tuple[str, ...], **parts: Any) -> str:
     """Identifies a resumable run: ``parts`` (params, seed, architecture...), the prepared dataset in
     ``data`` and the sources ``code`` (relative to the repository): a checkpoint whose fingerprint
     differs belongs to another run."""
     return hashlib.sha256(json.dumps(
         {**parts, "data": read_json(data / "meta.json").get("fingerprint"),
-         "code": source_fingerprint(Path(__file__).resolve().parents[1], code)},
+         "code": source_fingerprint(REPOSITORY, code)},
         sort_keys=True, default=str).encode()).hexdigest()
 
 

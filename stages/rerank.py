@@ -15,16 +15,15 @@ import sys
 import pandas as pd
 
 from rnas.artifacts import atomic_dir, read_json, write_json
-from rnas.pipeline import ARTIFACTS, prepared_dir, require_inputs, run_fingerprint, seed_everything, stage_main
+from rnas.pipeline import ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, seed_everything, stage_main
 from rnas.pool import ArchPool
 from rnas.ranking import RANKING
 from rnas.rerank import candidates, rerank, winner
 
 #: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"
-#: the code that shapes a measurement (rerank's code deps in dvc.yaml; a test keeps them equal)
-CODE = ("stages/rerank.py", "rnas/rerank.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/training",
-        "rnas/ops.py", "rnas/spaces", "rnas/export.py", "rnas/pool.py", "rnas/ranking.py")
+#: the code that shapes a measurement: the code DVC reruns the stage for
+CODE = code_deps("rerank")
 
 
 def measurement_fingerprint(p, data) -> str:

@@ -11,14 +11,13 @@ import pandas as pd
 from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.export import save_model
 from rnas.networks.child_cnn import count_parameters
-from rnas.pipeline import ARTIFACTS, numeric, prepared_dir, require_inputs, run_fingerprint, stage_main
+from rnas.pipeline import ARTIFACTS, code_deps, numeric, prepared_dir, require_inputs, run_fingerprint, stage_main
 
 CHECKPOINT = ARTIFACTS / "retrain_state/checkpoint.pt"  # outside the stage's output folder: it survives reruns
 #: the checkpoint of a run whose model was written: kept to look at, never resumed
 DELIVERED = CHECKPOINT.with_name("checkpoint.pt.delivered")
-#: the code that builds and trains the model (retrain's code deps in dvc.yaml; a test keeps them equal)
-CODE = ("stages/retrain.py", "rnas/tasks", "rnas/data", "rnas/networks", "rnas/training", "rnas/export.py",
-        "rnas/ops.py", "rnas/spaces", "rnas/device.py")
+#: the code that builds and trains the model: the code DVC reruns the stage for
+CODE = code_deps("retrain")
 
 
 @stage_main("retrain", distributed=True)

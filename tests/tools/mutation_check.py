@@ -136,6 +136,10 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "a round rescores nothing after the supernet trained": (
         [("rnas/search.py", "            pool.scores = rescore(supernet, pool, f\"round {round_}\", trained)",
           "            pool.scores = rescore(supernet, pool, f\"round {round_}\", False)")], ["tests/test_search.py"]),
+    "a stage's dvc.yaml deps miss a module it imports": (
+        [("dvc.yaml", "rnas/ranking.py, rnas/search.py, ", "rnas/ranking.py, ")], ["tests/test_dvc_deps.py"]),
+    "a params default differs from conf/": (
+        [("rnas/params.py", "    pool_size: int = 100\n", "    pool_size: int = 1000\n")], ["tests/test_pipeline.py"]),
 }
 
 
