@@ -25,16 +25,19 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from rnas.artifacts import read_json, source_fingerprint, write_json
+from rnas.artifacts import load_checkpoint, read_json, source_fingerprint, write_json
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams
 from rnas.pool import ArchPool
 from rnas.spaces import SearchSpace, get_space
+from rnas.strategies import SearchStrategy, make_strategy
+from rnas.strategies.base import EmbeddingStrategy
 from rnas.tasks import Task, get_task, load_params
 from rnas.tasks.base import RunEnv, Supernet
 from rnas.tracking import BLIND_SEARCH_TAG, SECONDS_PREFIX, StageRun, TrackingConfig, stage_run
 from rnas.training.distributed import RENDEZVOUS_ENV, DistributedContext
+from rnas.training.progress import CountProgress
 
 #: the project's root: dvc.yaml and the code that fingerprints name
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -70,6 +73,26 @@ class StageContext:
     def env(self) -> RunEnv:
         """What the task's training needs of this stage: no DVC, no params."""
         return RunEnv(self.space, self.device, self.params.seed, self.provenance(), self.dist)
+
+    def cheap_signals(self, data: Path, seed: int) -> Callable[[list[str]], dict[str, list[float]]]:
+        """The task's zero-cost signals (``search.ranking.signals``) of cells given as space strings,
+        on the prepared data in ``data``, with progress on stderr."""
+        def signals(archs: list[str]) -> dict[str, list[float]]:
+            progress = CountProgress(self.name, "signals of", len(archs), "cells")
+            return self.task.cheap_signals(self.params, self.space.name, data, archs, self.device, seed,
+                                           progress=lambda done, total: progress.update(done))
+        return signals
+
+    def search_strategy(self, pool: ArchPool, seed: int) -> SearchStrategy:
+        """``search.strategy`` with its options and ``seed``; a strategy that searches an embedding
+        takes the controller that embed fitted on ``pool`` (warmup's pool)."""
+        s = self.params.search
+        strategy = make_strategy(s.strategy, self.space, s.strategy_options(self.params.embed), seed=seed,
+                                 key=f"search.strategies.{s.strategy}")
+        if isinstance(strategy, EmbeddingStrategy):
+            controller = load_checkpoint(ARTIFACTS / "embed/controller.pt", keys=("state_dict",))["state_dict"]
+            strategy.adopt(controller, pool.observations())
+        return strategy
 
     def supernet(self, data: Path) -> Supernet:
         """The task's fresh supernet of ``warmup``'s settings, for the prepared data in ``data``."""

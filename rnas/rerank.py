@@ -7,9 +7,15 @@ interrupted run resumes after its last finished cell and later runs reuse the me
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
+
+from rnas.artifacts import read_json, write_json
 from rnas.pool import ArchPool
 from rnas.ranking import RANKING
 from rnas.spaces import SearchSpace
@@ -46,6 +52,7 @@ def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dic
         key = space.to_str(arch)
         reused = key in done
         if not reused:
+            print(f"[rerank] candidate {rank}/{len(candidates)}: training {key}", file=sys.stderr, flush=True)
             start = time.perf_counter()
             done[key] = {**measure(key), "seconds": time.perf_counter() - start}
             if on_measured is not None:
@@ -59,3 +66,46 @@ def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dic
 def winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The row with the best validation score; between equals, the one the search ranked higher."""
     return max(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))
+
+
+def outcome(rows: list[dict[str, Any]], best: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pick (the search's ``best`` with the winner's cell and scores, or ``best`` itself when
+    nothing was re-ranked) and the metrics of the re-ranking."""
+    if rows:
+        chosen = winner(rows)
+        best = {**best, "arch": chosen["arch"], "score": chosen["supernet_score"],
+                "validation_score": chosen["validation_score"], "search_rank": chosen["search_rank"]}
+    reused = sum(row["reused"] for row in rows)
+    metrics = {"candidates": len(rows), "search_rank": best.get("search_rank", 1), "trained": len(rows) - reused,
+               **({"validation_score": best["validation_score"]} if rows else {})}
+    return best, metrics
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """The rows as a CSV file, with its header even when there are none."""
+    pd.DataFrame(rows, columns=None if rows else ["search_rank", "arch", "supernet_score", "validation_score"]
+                 ).to_csv(path, index=False)
+
+
+def summary(rows: list[dict[str, Any]], best: dict[str, Any], epochs: int) -> str:
+    """The log line of a re-ranking."""
+    if not rows:
+        return f"rerank.top is 0: the search's pick goes to retrain: {best['arch']}"
+    reused = sum(row["reused"] for row in rows)
+    return (f"{len(rows)} cells trained {epochs} epochs ({reused} measured by an earlier run); the winner, search "
+            f"rank {best['search_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
+
+
+class MeasurementStore:
+    """Measurements (arch string -> record) in one JSON file under the fingerprint of what shapes them:
+    ``load`` returns them only for the same fingerprint, so another configuration measures anew."""
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        state = read_json(self.path) if self.path.exists() else {}
+        return dict(state.get("measured", {})) if state.get("fingerprint") == self.fingerprint else {}
+
+    def save(self, measured: dict[str, dict[str, Any]]) -> None:
+        write_json(self.path, {"fingerprint": self.fingerprint, "measured": measured})

@@ -14,7 +14,10 @@ import random
 import statistics
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
+
+import pandas as pd
 
 from rnas.pool import ArchPool
 from rnas.ranking import RANKING, RankingConfig, add_ranking
@@ -138,6 +141,26 @@ def rank_final_pool(supernet: ScoringSupernet, pool: ArchPool, reference: Sequen
     pool = screen(supernet, pool, ranking.screen, rng, round_)
     rank_pools([pool, reference], signals, ranking.signals, ranking.weights)
     return RankedPools(pool, reference, pool.top(top, by=pool.columns[RANKING]))
+
+
+def search_metrics(ranked: RankedPools, record: SearchRecord,
+                   report: Callable[[dict[str, float]], dict[str, float]]) -> dict[str, float]:
+    """The search's summary: the top's best and mean score and the final round's median (``*_score``),
+    and what ``report`` makes of the best and the median (their perplexities, for the language task)."""
+    final = {"best": ranked.top.scores[0], "top_mean": statistics.mean(ranked.top.scores),
+             "final_median": record.rounds[-1]["median"]}
+    return {f"{k}_score": v for k, v in final.items()} | report({k: final[k] for k in ("best", "final_median")})
+
+
+def write_search(out: Path, record: SearchRecord, ranked: RankedPools, trace_columns: Sequence[str]) -> None:
+    """Into the folder ``out``: each round's pool, the final pool, the top, the reference cells, the
+    per-round summaries and the strategy's trace."""
+    for round_, round_pool in enumerate(record.pools, start=1):
+        round_pool.to_csv(out / f"pool_round{round_}.csv")
+    for name, table in (("pool_final", ranked.pool), ("top", ranked.top), ("reference", ranked.reference)):
+        table.to_csv(out / f"{name}.csv")
+    pd.DataFrame(record.rounds).to_csv(out / "rounds.csv", index=False)
+    pd.DataFrame(record.trace, columns=["round", *trace_columns]).to_csv(out / "mras_trace.csv", index=False)
 
 
 def rank_pools(pools: Sequence[ArchPool], signals: Callable[[list[str]], dict[str, list[float]]],

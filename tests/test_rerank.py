@@ -58,15 +58,14 @@ def test_bad_rerank_params_name_the_key(data, message):
         from_dict(ImageParams, data)
 
 
-def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path, monkeypatch):
-    from rnas.artifacts import write_json
-    from stages.rerank import STATE, load_done
+def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path):
+    from rnas.rerank import MeasurementStore
 
-    monkeypatch.chdir(tmp_path)
-    assert load_done("a") == {}  # nothing measured yet
-    write_json(STATE / "measured.json", {"fingerprint": "a", "measured": {CELLS[0]: {"validation_score": 0.5}}})
-    assert load_done("a") == {CELLS[0]: {"validation_score": 0.5}}
-    assert load_done("b") == {}  # other params, seed, data or code: measured anew
+    path = tmp_path / "state/measured.json"
+    assert MeasurementStore(path, "a").load() == {}  # nothing measured yet
+    MeasurementStore(path, "a").save({CELLS[0]: {"validation_score": 0.5}})
+    assert MeasurementStore(path, "a").load() == {CELLS[0]: {"validation_score": 0.5}}
+    assert MeasurementStore(path, "b").load() == {}  # other params, seed, data or code: measured anew
 
 
 def test_the_measurement_fingerprint_follows_the_training_not_the_candidates(tmp_path):

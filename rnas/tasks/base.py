@@ -52,6 +52,10 @@ class Objective:
             return {}
         return {f"{name}_{self.metric}": self.to_metric(score) for name, score in scores.items()}
 
+    def with_report(self, scores: dict[str, float]) -> dict[str, float]:
+        """``scores`` and their ``report``."""
+        return {**scores, **self.report(scores)}
+
     def report_text(self, scores: dict[str, float]) -> str:
         """``report`` to append to a log line: ``, best_ppl 123.4`` (empty when the score is the metric)."""
         return "".join(f", {name} {value:.1f}" for name, value in self.report(scores).items())
@@ -141,6 +145,18 @@ class Task(ABC, Generic[DataT, SupernetT, SupernetTrainT, NetworkT, TrainT]):
         configs), checkpointing to ``checkpoint`` every epoch and resuming from it when it carries
         ``fingerprint``. ``train_on_valid``: also train on the validation split, where the task can.
         Which epoch's weights are delivered is the task's recipe (``Retrained.delivered_epoch``)."""
+
+    def measure(self, env: RunEnv, arch: str, data: Path, *, child: NetworkT, train: TrainT, checkpoint: Path,
+                fingerprint: str) -> dict[str, Any]:
+        """A short training of ``arch`` from scratch on the training split alone (``retrain`` with
+        ``train_on_valid`` false), as rerank measures its candidates: the delivered epoch's
+        ``validation_score``, its number and its ``train_*``/``valid_*`` records. The checkpoint is
+        removed once the training is done."""
+        record = self.retrain(env, arch, data, child=child, train=train, train_on_valid=False, checkpoint=checkpoint,
+                              fingerprint=fingerprint).delivered
+        checkpoint.unlink(missing_ok=True)
+        measured = {key: value for key, value in record.items() if key.startswith(("train_", "valid_"))}
+        return {"validation_score": self.validation_score(record), "delivered_epoch": record["epoch"], **measured}
 
     @abstractmethod
     def validation_score(self, record: dict[str, Any]) -> float:
