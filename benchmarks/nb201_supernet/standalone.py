@@ -5,9 +5,9 @@
     python benchmarks/nb201_supernet/standalone.py ... --from-scores scores.csv --cells 20 --epochs 10
     python benchmarks/nb201_supernet/standalone.py ... --random --seed 0 --cells 200 --budget-cpu-seconds 2145
 
-Trains each cell from scratch as the rerank stage of `nb201-cpu` does (the NB201 network at C=8,
-N=1 on 10,000 training images at 16x16, crop and flip, SGD with nesterov, cosine lr 0.05 -> 0,
-weight decay 5e-4, batch 64, --seed) and records the validation accuracy and loss after every epoch
+Trains each cell from scratch as the rerank stage of `nb201-cpu` does, through the same call
+(``ImageTask.retrain``: the NB201 network at C=8, N=1 on 10,000 training images at 16x16, crop and
+flip, SGD with nesterov, cosine lr 0.05 -> 0, weight decay 5e-4, batch 64, --seed) and records the validation accuracy and loss after every epoch
 with the cell's true accuracy. The cells: the first --cells of the pipeline's reference cells
 (``rnas.truth.reference_cells``), or with --from-scores the best --cells of a ``levers.py
 --scores-out`` file by supernet loss score (the candidates a re-ranking gets), or with --random
@@ -35,11 +35,13 @@ import pandas as pd
 import torch
 
 from benchmarks.nb201_supernet.levers import load_resized, prepared
+from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.data.images import AugmentConfig
-from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
 from rnas.spaces.nb201 import NB201Space
-from rnas.training.child import ChildTrainConfig, child_batches, train_child
+from rnas.tasks.base import RunEnv
+from rnas.tasks.image import ImageTask
+from rnas.training.child import ChildTrainConfig
 from rnas.training.distributed import DistributedContext
 from rnas.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
@@ -63,8 +65,7 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     judging = Judging.of(args.seed, TruthConfig())
     oracle = load_truth(TruthConfig(table=args.table, report_col=judging.column), space, key="--table")
-    data = prepared(args)
-    train, valid = (load_resized(data, split, 16) for split in ("train", "valid"))
+    data = prepared_at(prepared(args), 16)
     if args.from_scores:
         frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
         cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
@@ -76,22 +77,35 @@ def main() -> None:
                            weight_decay=5e-4, drop_path_prob=0.0, augment=AugmentConfig(crop_padding=2, flip=True))
     child = ChildConfig(cells_per_stage=1, channels=args.channels, stem_multiplier=1, auxiliary=False,
                         classifier_dropout=0.0)
-    dist, rows, checkpoint = DistributedContext(device=device), [], Path(args.out).with_suffix(".ckpt")
+    env = RunEnv(space, device, args.seed, provenance={}, dist=DistributedContext(device=device))
+    rows, checkpoint = [], Path(args.out).with_suffix(".ckpt")
     started = time.process_time()
     for arch, truth in zip(cells, true_accuracies(oracle, cells)):
         if args.budget_cpu_seconds is not None and time.process_time() - started >= args.budget_cpu_seconds:
             break
         torch.manual_seed(args.seed)
         start = time.process_time()
-        history = train_child(build_network(space.to_str(arch), child, 10, 3, "nb201"), cfg,
-                              child_batches(train, cfg, dist, train=True, seed=args.seed),
-                              child_batches(valid, cfg, dist, train=False), device, checkpoint, space.to_str(arch))
+        history = ImageTask().retrain(env, space.to_str(arch), data, child=child, train=cfg, train_on_valid=False,
+                                      checkpoint=checkpoint, fingerprint=space.to_str(arch)).history
         checkpoint.unlink()
         rows.append({"arch": space.to_str(arch), "truth": truth, "cpu_seconds": round(time.process_time() - start, 1),
                      **{f"valid_acc_{h['epoch']}": h["valid_accuracy"] for h in history},
                      **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in history}})
         pd.DataFrame(rows).to_csv(args.out, index=False)
     summarise(pd.DataFrame(rows), args.epochs)
+
+
+def prepared_at(data: Path, resolution: int) -> Path:
+    """The train and valid splits of the prepared folder ``data`` resized to ``resolution``, as a prepared
+    folder beside it (made once), normalised with the full-size split's mean and std as levers.py does."""
+    folder = data.with_name(f"{data.name}_r{resolution}")
+    if not (folder / "meta.json").exists():
+        with atomic_dir(folder) as tmp:
+            for split in ("train", "valid"):
+                s = load_resized(data, split, resolution)
+                torch.save({"images": s.images, "labels": s.labels}, tmp / f"{split}.pt")
+            write_json(tmp / "meta.json", {**read_json(data / "meta.json"), "resolution": resolution})
+    return folder
 
 
 def summarise(frame: pd.DataFrame, epochs: int) -> None:
