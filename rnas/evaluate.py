@@ -28,7 +28,7 @@ from rnas.data.text import TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.device import resolve_device
 from rnas.errors import DataError, run_command
 from rnas.export import load_model
-from rnas.networks.child_cnn import count_parameters
+from rnas.networks import count_parameters
 from rnas.training.child import evaluate_classifier
 from rnas.training.language_model import evaluate_language_model
 

@@ -43,7 +43,7 @@ from rnas.evaluate import flops_per_image
 from rnas.training.child import main_logits
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-#: every way a forward pass may apply a ReLU: ``rnas.ops`` fuses most of them into its convs, where
+#: every way a forward pass may apply a ReLU: ``rnas.networks.ops`` fuses most of them into its convs, where
 #: no ``nn.ReLU`` module (and so no module hook) sees them
 RELUS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_})
 
@@ -66,7 +66,7 @@ def synflow(net: nn.Module, images: Tensor) -> float:
         for name, child in module.named_children():
             if isinstance(child, BATCH_NORMS):
                 setattr(module, name, nn.Identity())
-    # eval again, the new modules too: rnas.ops.pointwise_batch_norm takes an Identity in training
+    # eval again, the new modules too: rnas.networks.ops.pointwise_batch_norm takes an Identity in training
     # mode for a batch norm to fuse
     net.eval().double()
     with torch.no_grad():

@@ -10,7 +10,7 @@ import pandas as pd
 
 from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.export import save_model
-from rnas.networks.child_cnn import count_parameters
+from rnas.networks import count_parameters
 from rnas.pipeline import ARTIFACTS, code_deps, numeric, prepared_dir, require_inputs, run_fingerprint, stage_main
 
 CHECKPOINT = ARTIFACTS / "retrain_state/checkpoint.pt"  # outside the stage's output folder: it survives reruns

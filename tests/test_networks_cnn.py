@@ -11,7 +11,7 @@ from torch import nn
 
 from rnas.config import ConfigError, from_dict
 from rnas.networks import ChildConfig, NetworkCIFAR, SupernetCIFAR, SupernetConfig, count_parameters
-from rnas.ops import (OP_TABLE, MaxPool, SepConv, pixel_grids, pointwise_batch_norm, relu_conv2d,
+from rnas.networks.ops import (OP_TABLE, MaxPool, SepConv, pixel_grids, pointwise_batch_norm, relu_conv2d,
                       use_batch_statistics)
 from rnas.spaces.nao_cnn import NAONET_B_36, NAONET_WS, OPS, NAOCellSpace
 

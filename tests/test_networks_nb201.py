@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnas.export import build_network
-from rnas.networks.child_cnn import ChildConfig, count_parameters
+from rnas.networks import ChildConfig, count_parameters
 from rnas.networks.nb201 import NetworkNB201, SupernetNB201
 from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.spaces.nb201 import BEST_CIFAR10_CELL, EDGES, OPS, RESNET_CELL, NB201Space

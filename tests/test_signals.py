@@ -10,7 +10,7 @@ from torch import nn
 
 from rnas.networks.child_cnn import ChildConfig
 from rnas.networks.nb201 import NetworkNB201
-from rnas.ops import ReLUConv2d
+from rnas.networks.ops import ReLUConv2d
 from rnas.signals import SIGNALS, flops, grad_norm, naswot, params, score_networks, snip, synflow
 from rnas.spaces.nb201 import BEST_CIFAR10_CELL, NB201Space
 

@@ -40,7 +40,7 @@ from rnas.networks import SupernetConfig, SupernetNB201
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks.base import Supernet
 from rnas.tasks.image import OBJECTIVES
-from rnas.ops import use_batch_statistics
+from rnas.networks.ops import use_batch_statistics
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from rnas.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 

@@ -1,5 +1,8 @@
-"""Networks of the image spaces: per space, the weight-sharing supernet and the final network."""
-from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR, count_parameters
+"""Networks of the image spaces: per space, the weight-sharing supernet and the final network, built
+from the op table in ``rnas.networks.ops``."""
+from torch import nn
+
+from rnas.networks.child_cnn import AUXILIARY_PREFIX, ChildConfig, NetworkCIFAR
 from rnas.networks.nb201 import NetworkNB201, SupernetNB201
 from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 
@@ -7,6 +10,14 @@ from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 SUPERNETS = {"nao_cnn": SupernetCIFAR, "nb201": SupernetNB201}
 #: space name -> final network class ``(space, arch, ChildConfig, num_classes, in_channels)``
 NETWORKS = {"nao_cnn": NetworkCIFAR, "nb201": NetworkNB201}
+
+
+
+def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
+    """Number of parameters, by default without an auxiliary head (as papers report it)."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if include_auxiliary or not name.startswith(AUXILIARY_PREFIX))
+
 
 __all__ = ["ChildConfig", "NETWORKS", "NetworkCIFAR", "NetworkNB201", "SUPERNETS", "SupernetCIFAR",
            "SupernetConfig", "SupernetNB201", "count_parameters"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnas.config import require
-from rnas.ops import CellInputs, FactorizedReduce, op_constructors, reduction_layout, sum_branches
+from rnas.networks.ops import CellInputs, FactorizedReduce, op_constructors, reduction_layout, sum_branches
 from rnas.spaces.base import Arch
 from rnas.spaces.nao_cnn import N_INPUTS, NAOCellSpace
 
@@ -131,8 +131,3 @@ class NetworkCIFAR(nn.Module):
         features = torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1)
         return self.classifier(self.dropout(features)), aux_logits
 
-
-def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
-    """Number of parameters, by default without the auxiliary head (as papers report it)."""
-    return sum(p.numel() for name, p in model.named_parameters()
-               if include_auxiliary or not name.startswith(AUXILIARY_PREFIX))

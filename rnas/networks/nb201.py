@@ -14,7 +14,7 @@ names are the same in both (``cells.<i>.edges.<e>.<op id>``). The final network'
 count is the table's ``num_params`` (tests/test_networks_nb201.py).
 
 The supernet's batch norm always normalises with the batch's statistics and keeps no running
-averages (``rnas.ops.use_batch_statistics``), as the NAO supernet's does.
+averages (``rnas.networks.ops.use_batch_statistics``), as the NAO supernet's does.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from rnas.networks.child_cnn import ChildConfig
 from rnas.networks.supernet_cnn import SupernetConfig
-from rnas.ops import OP_TABLE, ReLUConv2d, ReLUConvBN, use_batch_statistics
+from rnas.networks.ops import OP_TABLE, ReLUConv2d, ReLUConvBN, use_batch_statistics
 from rnas.spaces.base import Arch
 from rnas.spaces.nb201 import EDGES, N_NODES, OPS, NB201Space
 

@@ -1,6 +1,6 @@
 """The weight-sharing supernet of the NAO cell space (docs/algorithm.md §2, NAO-WS PyTorch port).
 
-Every (cell, node, branch, input node, op) owns its module, built from ``rnas.ops.OP_TABLE``
+Every (cell, node, branch, input node, op) owns its module, built from ``rnas.networks.ops.OP_TABLE``
 with stride 2 where a reduction cell reads node 0 or 1; a sep-conv's weights and batch-norm
 affine parameters are therefore kept per input node, as in the port. ``forward(x, arch)``
 runs only the modules on ``arch``'s path, so the others get no gradient (``None``) and no
@@ -12,7 +12,7 @@ every cell outputs ``channels`` channels whatever the architecture. (It is compu
 sum of each loose end's 1x1 conv, which needs no concatenated copy.)
 
 Batch-norm always normalises with the batch's statistics and keeps no running averages
-(``rnas.ops.use_batch_statistics``), in training and in evaluation alike: running averages
+(``rnas.networks.ops.use_batch_statistics``), in training and in evaluation alike: running averages
 would mix the statistics of every architecture trained. Affine parameters are kept.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnas.config import require
-from rnas.ops import (CellInputs, FactorizedReduce, op_constructors, reduction_layout, relu_conv2d, sum_branches,
+from rnas.networks.ops import (CellInputs, FactorizedReduce, op_constructors, reduction_layout, relu_conv2d, sum_branches,
                       use_batch_statistics)
 from rnas.spaces.base import Arch
 from rnas.spaces.nao_cnn import N_INPUTS, NAOCellSpace

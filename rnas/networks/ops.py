@@ -263,7 +263,7 @@ def op_constructors(op_names: tuple[str, ...]) -> list[OpConstructor]:
     """The constructors of a space's ops, in op-id order."""
     unknown = [name for name in op_names if name not in OP_TABLE]
     if unknown:
-        raise ValueError(f"ops {unknown} have no module in rnas.ops.OP_TABLE (known: {sorted(OP_TABLE)})")
+        raise ValueError(f"ops {unknown} have no module in rnas.networks.ops.OP_TABLE (known: {sorted(OP_TABLE)})")
     return [OP_TABLE[name] for name in op_names]
 
 
