@@ -10,6 +10,9 @@ passes through no other node and does not run along another edge (parallel edges
 each op label slides along its edge to a spot that overlaps no node or label and hides as
 little of other edges as possible. Edges into the output that all share one label (``concat``,
 ``mean``) are drawn grey and dashed, with that label once beside the output.
+
+One module, over 350 lines, because it is one job read top to bottom: the figures share the canvas
+helpers, and the cell layout is a single algorithm.
 """
 from __future__ import annotations
 
