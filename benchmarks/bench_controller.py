@@ -35,7 +35,7 @@ import torch
 
 from benchmarks.common import print_result
 from rnas.controller import build_controller, evaluate_controller, normalise_targets, train_controller
-from rnas.oracle import TableOracle
+from rnas.judging.oracle import TableOracle
 from rnas.tasks import load_params
 from rnas.spaces import get_space
 from rnas.strategies import make_strategy

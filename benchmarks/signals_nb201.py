@@ -3,7 +3,7 @@
     python benchmarks/signals_nb201.py --data ../shared/data/cifar10-train-jpg.tar.gz \
         --table ../shared/data/nb201/cifar10.csv --cells 200 --seed 100
 
-Takes the pipeline's reference cells of --seed (rnas.truth.reference_cells: for a tuning seed, 100
+Takes the pipeline's reference cells of --seed (rnas.judging.truth.reference_cells: for a tuning seed, 100
 and up, the tuning cells; or, with --random, --cells random cells drawn with --seed), builds each as the table's network (rnas.networks.nb201, by default at
 the published size, C=16 and N=5, at --resolution, initialised as the pipeline does:
 rnas.ranking.cell_seed), scores it with every signal on one batch of --batch-size CIFAR-10
@@ -14,7 +14,7 @@ true accuracy of the cell it scores best (``pick_acc``: a search by that signal 
 cells), and the same for every equal-weight rank ensemble (rnas.ranking.combined_scores) of 2 or 3
 signals, with the cells' mean and best true accuracy, N, the seed and the seconds per cell.
 
-The protocol is enforced (rnas.truth.Judging): a tuning seed is judged against the validation
+The protocol is enforced (rnas.judging.truth.Judging): a tuning seed is judged against the validation
 column, any other seed against the test column, so settings chosen here on tuning seeds never
 see a reported number.
 """
@@ -38,11 +38,11 @@ from benchmarks.nb201_supernet.levers import add_data_arguments, load_resized, p
 from rnas.data.images import ImageBatches
 from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
-from rnas.oracle import TableOracle
+from rnas.judging.oracle import TableOracle
 from rnas.ranking import combined_scores, rank_percentiles, signal_scores
 from rnas.signals import SIGNALS
 from rnas.spaces.nb201 import NB201Space
-from rnas.truth import Judging, TruthConfig, ranking, reference_cells, true_accuracies
+from rnas.judging.truth import Judging, TruthConfig, ranking, reference_cells, true_accuracies
 
 
 def parse_args() -> argparse.Namespace:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rnas.config import require
 from rnas.spaces.base import Arch, SearchSpace
-from rnas.rank_stats import kendall_tau
+from rnas.judging.rank_stats import kendall_tau
 
 
 @dataclass

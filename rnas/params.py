@@ -22,7 +22,7 @@ from rnas.ranking import RankingConfig
 from rnas.spaces import get_space
 from rnas.strategies import available_strategies, strategy_class
 from rnas.tracking import TrackingConfig
-from rnas.truth import MAX_REFERENCE_CELLS, TruthConfig
+from rnas.judging.truth import MAX_REFERENCE_CELLS, TruthConfig
 
 #: a task's config classes: its dataset, supernet, supernet training, final network, final training
 DataT = TypeVar("DataT")

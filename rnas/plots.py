@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
 from rnas.artifacts import atomic_path
-from rnas.rank_stats import kendall_tau
+from rnas.judging.rank_stats import kendall_tau
 from rnas.spaces.base import Arch, CellGraph, SearchSpace
 
 DPI = 150

@@ -1,5 +1,5 @@
 """What the evaluate stage makes of a whole run's artifacts: its plots, and its judgement against a
-truth table (rnas.truth.judge). ``artifacts`` is the run's artifacts folder (rnas.pipeline.ARTIFACTS)."""
+truth table (rnas.judging.truth.judge). ``artifacts`` is the run's artifacts folder (rnas.pipeline.ARTIFACTS)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from rnas.artifacts import read_json
-from rnas.oracle import TableOracle
+from rnas.judging.oracle import TableOracle
 from rnas.plots import draw_architecture, plot_curves, plot_scatter
 from rnas.pool import ArchPool
 from rnas.ranking import RANKING, SIGNAL_PREFIX, rank_percentiles
 from rnas.spaces.base import SearchSpace
-from rnas.truth import judge, true_accuracies
+from rnas.judging.truth import judge, true_accuracies
 
 ROUND_COLUMNS = ["best", "median", "proposed_mean", "random_mean"]
 
@@ -56,7 +56,7 @@ def reference_rankings(reference: ArchPool) -> dict[str, list[float]]:
 
 def judge_run(oracle: TableOracle, space: SearchSpace, artifacts: Path, out: Path, score_label: str,
               column: str) -> dict:
-    """Truth metrics of the search (rnas.truth.judge) and the plot of supernet score vs true accuracy."""
+    """Truth metrics of the search (rnas.judging.truth.judge) and the plot of supernet score vs true accuracy."""
     warmup, final, reference = (ArchPool.from_csv(space, artifacts / path) for path in
                                 ("warmup/pool.csv", "sample/pool_final.csv", "sample/reference.csv"))
     holdout = pd.read_csv(artifacts / "embed/holdout.csv")

@@ -1,4 +1,4 @@
-"""The search loop, its budget accounting and the ``python -m rnas.benchmark`` command."""
+"""The search loop, its budget accounting and the ``python -m rnas.judging.benchmark`` command."""
 from __future__ import annotations
 
 import itertools
@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from rnas import benchmark, table_search
-from rnas.benchmark import main
-from rnas.table_search import Budget, RunTask, TableSpec, run_one, search
-from rnas.oracle import TableOracle
+from rnas.judging import benchmark, table_search
+from rnas.judging.benchmark import main
+from rnas.judging.table_search import Budget, RunTask, TableSpec, run_one, search
+from rnas.judging.oracle import TableOracle
 from rnas.spaces.base import Arch
 from rnas.spaces.nb201 import NB201Space
 from rnas.strategies import make_strategy
@@ -311,7 +311,7 @@ def test_outputs_of_disjoint_seed_ranges_merge_into_those_of_one_command(table, 
     assert merged.wall_seconds.sum() > 0
 
 
-@pytest.mark.parametrize("module", ["rnas.benchmark", "rnas.evaluate", "rnas.compare"])
+@pytest.mark.parametrize("module", ["rnas.judging.benchmark", "rnas.evaluate", "rnas.compare"])
 def test_the_library_commands_run_as_modules(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: "), result.stderr[-2000:]

@@ -123,7 +123,7 @@ def torch_file(payload: Any) -> Callable[[], bytes]:
     return data
 
 
-BENCH = ("-m", "rnas.benchmark", "nb201", "--select-col", "valid", "--report-col", "test", "--strategies", "random",
+BENCH = ("-m", "rnas.judging.benchmark", "nb201", "--select-col", "valid", "--report-col", "test", "--strategies", "random",
          "--seeds", "1", "--budget-queries", "2")
 EVALUATE = ("-m", "rnas.evaluate", "--dataset", "digits", "--device", "cpu")
 DATA = {"data.search.dataset": "imagefolder", "data.search.root": "input", "data.search.valid_fraction": 0.34,

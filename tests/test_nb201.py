@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rnas.config import ConfigError
-from rnas.oracle import TableOracle
+from rnas.judging.oracle import TableOracle
 from rnas.spaces import get_space
 from rnas.spaces.nb201 import BEST_CIFAR10_CELL, OPS, RESNET_CELL, NB201Space
 from rnas.strategies import make_strategy

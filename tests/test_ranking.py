@@ -1,5 +1,5 @@
 """The combined ranking (rnas.ranking) on hand-computed cases, and the tuning/reporting protocol
-(rnas.truth.Judging, reference_cells) that keeps settings off the reported numbers."""
+(rnas.judging.truth.Judging, reference_cells) that keeps settings off the reported numbers."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnas.config import ConfigError, from_dict
-from rnas.rank_stats import kendall_tau
+from rnas.judging.rank_stats import kendall_tau
 from rnas.export import build_network
 from rnas.networks.child_cnn import ChildConfig
 from rnas.tasks import parse_params
@@ -18,7 +18,7 @@ from rnas.ranking import (RANKING, RankingConfig, add_ranking, cell_seed, combin
                           signal_scores)
 from rnas.rerank import candidates
 from rnas.spaces.nb201 import NB201Space
-from rnas.truth import (FIRST_TUNING_SEED, MAX_REFERENCE_CELLS, Judging, TruthConfig, is_tuning_seed,
+from rnas.judging.truth import (FIRST_TUNING_SEED, MAX_REFERENCE_CELLS, Judging, TruthConfig, is_tuning_seed,
                         reference_cells)
 
 SPACE = NB201Space()

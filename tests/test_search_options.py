@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rnas.benchmark import parse_args
-from rnas.table_search import BenchmarkConfig, Budget, TableSpec, run_benchmark
+from rnas.judging.benchmark import parse_args
+from rnas.judging.table_search import BenchmarkConfig, Budget, TableSpec, run_benchmark
 from rnas.config import ConfigError, from_dict
 from rnas.controller import (ControllerConfig, ControllerTrainConfig, build_controller, evaluate_controller,
                              normalise_targets, random_tokens, train_controller)

@@ -1,4 +1,4 @@
-"""Ground truth (rnas.truth) and the NAS-Bench-201 space end to end: ranking figures, the truth
+"""Ground truth (rnas.judging.truth) and the NAS-Bench-201 space end to end: ranking figures, the truth
 parameter's validation, and a `dvc exp run` of the nb201 smoke profile on generated images with a
 generated truth table, during whose search no process opens the table."""
 from __future__ import annotations
@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from rnas.config import ConfigError
-from rnas.rank_stats import kendall_tau
-from rnas.oracle import TableOracle
+from rnas.judging.rank_stats import kendall_tau
+from rnas.judging.oracle import TableOracle
 from rnas.tasks import parse_params
 from rnas.ranking import combined_scores
 from rnas.spaces.nb201 import OPS, NB201Space
-from rnas.rank_stats import precision_at_top
-from rnas.truth import TruthConfig, judge, load_truth, percentile, ranking, reference_cells
+from rnas.judging.rank_stats import precision_at_top
+from rnas.judging.truth import TruthConfig, judge, load_truth, percentile, ranking, reference_cells
 from tests.helpers import clone_project, run, write_image_folder
 
 SPACE = NB201Space()

@@ -3,7 +3,7 @@
     python benchmarks/nb201/diagnose.py rnas --protocol paper --seeds 10 --seed-offset 1000
         [--config benchmarks/nb201/params.yaml] [--strategy-options JSON]
 
-Runs the benchmark's search (``rnas.table_search.search``, same budget and seeds) and, at each call
+Runs the benchmark's search (``rnas.judging.table_search.search``, same budget and seeds) and, at each call
 that moves in the embedding, judges the proposals with the whole table. The strategy never sees
 the table: it is only used here, after the strategy has chosen.
 
@@ -32,10 +32,10 @@ import pandas as pd
 import torch
 import yaml
 
-from rnas.table_search import Budget, TableSpec, search
+from rnas.judging.table_search import Budget, TableSpec, search
 from rnas.controller import evaluate_controller
-from rnas.rank_stats import kendall_tau
-from rnas.oracle import TableOracle
+from rnas.judging.rank_stats import kendall_tau
+from rnas.judging.oracle import TableOracle
 from rnas.spaces.base import Arch
 from rnas.strategies import make_strategy
 from rnas.strategies.base import EmbeddingStrategy, Observation, SearchStrategy

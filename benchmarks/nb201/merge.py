@@ -2,10 +2,10 @@
 
     python benchmarks/nb201/merge.py --protocol paper --out benchmarks/nb201/results/paper CHUNK_DIR ...
 
-Each run ``(strategy, seed)`` of ``python -m rnas.benchmark`` is seeded on its own, so seeds 0-9
+Each run ``(strategy, seed)`` of ``python -m rnas.judging.benchmark`` is seeded on its own, so seeds 0-9
 and 10-19 run by two commands (``--seeds 10 --seed-offset 10``) give exactly the runs of one
 command with ``--seeds 20``. This reads each chunk's ``curves.csv`` (every query of every run)
-and ``summary.csv``, and writes the usual outputs for all runs together (``rnas.benchmark.write_outputs``:
+and ``summary.csv``, and writes the usual outputs for all runs together (``rnas.judging.benchmark.write_outputs``:
 summary with CI and Welch p, curves, metrics, plot). A run's wall time is not in ``curves.csv``:
 each gets its chunk's mean for its strategy, so the summed ``wall_seconds`` stay exact.
 """
@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 import yaml
 
-from rnas.benchmark import write_outputs
-from rnas.table_search import BenchmarkConfig, Budget, QueryRecord, RunResult, TableSpec
+from rnas.judging.benchmark import write_outputs
+from rnas.judging.table_search import BenchmarkConfig, Budget, QueryRecord, RunResult, TableSpec
 
 HERE = Path(__file__).resolve().parent
 

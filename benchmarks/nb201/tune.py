@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import yaml
 
-from rnas.table_search import BenchmarkConfig, Budget, TableSpec, merge_options, run_benchmark
+from rnas.judging.table_search import BenchmarkConfig, Budget, TableSpec, merge_options, run_benchmark
 
 HERE = Path(__file__).resolve().parent
 

@@ -36,8 +36,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 from scipy import stats
 
-from rnas.rank_stats import welch_p
-from rnas.rank_stats import kendall_tau
+from rnas.judging.rank_stats import welch_p
+from rnas.judging.rank_stats import kendall_tau
 
 SEED = re.compile(r"seed(\d+)")
 

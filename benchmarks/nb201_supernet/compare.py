@@ -30,7 +30,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rnas.rank_stats import welch_p  # noqa: E402
+from rnas.judging.rank_stats import welch_p  # noqa: E402
 
 COLUMNS = ("truth_found_acc", "truth_found_percentile", "truth_pool_pick_acc", "truth_top_mean_acc",
            "truth_top_max_acc", "truth_pool_max_acc", "truth_rerank_max_acc", "truth_rerank_kendall_tau",

@@ -5,7 +5,7 @@
 
 Trains the pipeline's supernet (rnas.networks.nb201 with rnas.training.supernet, as the warmup
 stage does: one path per step drawn from a pool of random cells) on real CIFAR-10, scores the
-pipeline's reference cells (rnas.truth.reference_cells) on fixed validation images, and prints one
+pipeline's reference cells (rnas.judging.truth.reference_cells) on fixed validation images, and prints one
 JSON line: the settings; for each score (validation accuracy, and minus the validation loss:
 ``loss_*``) Kendall tau / Spearman / precision@10% against the table and the true accuracy of the
 supernet's pick; the seconds (wall and CPU) spent training and scoring, with the load average (on
@@ -13,7 +13,7 @@ shared cores, CPU seconds are the figure that compares runs). ``--save-weights``
 ``--load-weights`` let scoring levers (``--bn-recalibrate``) reuse one trained supernet.
 The data is prepared once per (max_train, seed) into --cache.
 
-The protocol (rnas.truth.Judging): a tuning seed (100 and up, the default) scores the tuning
+The protocol (rnas.judging.truth.Judging): a tuning seed (100 and up, the default) scores the tuning
 reference cells against the validation column; a reported seed the reported cells against test.
 The rows of levers.csv before this rule were run on seeds 0-2 against test.
 """
@@ -42,7 +42,7 @@ from rnas.tasks.base import Supernet
 from rnas.tasks.image import OBJECTIVES
 from rnas.networks.ops import use_batch_statistics
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
-from rnas.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
+from rnas.judging.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
 
 def parse_args() -> argparse.Namespace:

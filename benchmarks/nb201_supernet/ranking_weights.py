@@ -27,7 +27,7 @@ import pandas as pd
 from benchmarks.nb201_supernet.tuning_run import runs_arguments, tuning_oracle
 from rnas.ranking import SIGNAL_PREFIX, SUPERNET, combined_scores
 from rnas.spaces.nb201 import NB201Space
-from rnas.truth import ranking, true_accuracies
+from rnas.judging.truth import ranking, true_accuracies
 
 SUPERNET_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
 SIGNALS = ("params", "synflow", "naswot", "snip", "grad_norm")

@@ -24,10 +24,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 
 from benchmarks.nb201_supernet.tuning_run import runs_arguments, tuning_oracle
-from rnas.rank_stats import kendall_tau
+from rnas.judging.rank_stats import kendall_tau
 from rnas.ranking import rank_percentiles
 from rnas.spaces.nb201 import NB201Space
-from rnas.truth import true_accuracies
+from rnas.judging.truth import true_accuracies
 
 
 def rules(frame: pd.DataFrame) -> dict[str, list[float]]:

@@ -9,14 +9,14 @@ Trains each cell from scratch as the rerank stage of `nb201-cpu` does, through t
 (``ImageTask.retrain``: the NB201 network at C=8, N=1 on 10,000 training images at 16x16, crop and
 flip, SGD with nesterov, cosine lr 0.05 -> 0, weight decay 5e-4, batch 64, --seed) and records the validation accuracy and loss after every epoch
 with the cell's true accuracy. The cells: the first --cells of the pipeline's reference cells
-(``rnas.truth.reference_cells``), or with --from-scores the best --cells of a ``levers.py
+(``rnas.judging.truth.reference_cells``), or with --from-scores the best --cells of a ``levers.py
 --scores-out`` file by supernet loss score (the candidates a re-ranking gets), or with --random
 random cells drawn with --seed: with --budget-cpu-seconds, as many as that CPU time trains, which is
 the honest baseline of a search that costs that time (the best of them by validation). The budget is
 CPU time, not wall time, so that other work on a shared machine does not shrink it. Writes one row per
 cell to --out and prints one JSON line per epoch count: Kendall tau, Spearman, precision@10% of the
 validation accuracy against the table, and the true accuracy of the cell it picks. The protocol
-(rnas.truth.Judging): a tuning --seed (100 and up, the default) takes the tuning reference cells and
+(rnas.judging.truth.Judging): a tuning --seed (100 and up, the default) takes the tuning reference cells and
 judges against the validation column; a reported seed the reported cells and the test column.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from rnas.tasks.base import RunEnv
 from rnas.tasks.image import ImageTask
 from rnas.training.child import ChildTrainConfig
 from rnas.training.distributed import DistributedContext
-from rnas.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
+from rnas.judging.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
 
 def main() -> None:

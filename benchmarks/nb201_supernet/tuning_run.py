@@ -1,14 +1,14 @@
 """What the scripts that choose a setting on tuning runs share: the run's seed, refused when it is a
-reported one, and the table judged on the tuning column (rnas.truth.Judging)."""
+reported one, and the table judged on the tuning column (rnas.judging.truth.Judging)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from rnas.artifacts import read_json
-from rnas.oracle import TableOracle
+from rnas.judging.oracle import TableOracle
 from rnas.spaces.nb201 import NB201Space
-from rnas.truth import Judging, TruthConfig
+from rnas.judging.truth import Judging, TruthConfig
 
 
 def tuning_oracle(folder: Path, table: str, chosen: str) -> tuple[TableOracle, int]:

@@ -113,10 +113,10 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/ranking.py", "percentiles = {name: rank_percentiles(members[name]) for name in ranked}",
           "percentiles = {name: list(members[name]) for name in ranked}")], ["tests/test_ranking.py"]),
     "a tuning run judged on the report column": (
-        [("rnas/truth.py", 'return cls("tune", cfg.select_col) if is_tuning_seed(seed)',
+        [("rnas/judging/truth.py", 'return cls("tune", cfg.select_col) if is_tuning_seed(seed)',
           'return cls("tune", cfg.report_col) if is_tuning_seed(seed)')], ["tests/test_ranking.py"]),
     "tuning reference cells drawn from the reported ones": (
-        [("rnas/truth.py", "random.Random(TUNING_REFERENCE_SEED), exclude=set(reported))",
+        [("rnas/judging/truth.py", "random.Random(TUNING_REFERENCE_SEED), exclude=set(reported))",
           "random.Random(REFERENCE_SEED))")], ["tests/test_ranking.py"]),
     "the signals scored on the validation split": (
         [("rnas/tasks/image.py", '        train = load_split(data, "train")\n', '        train = load_split(data, "valid")\n')],
@@ -124,7 +124,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "a cell's signals depend on the cells scored before it": (
         [("rnas/ranking.py", "            torch.manual_seed(cell_seed(seed, arch))\n", "")], ["tests/test_ranking.py"]),
     "precision@top breaks ties by the cells' order": (
-        [("rnas/rank_stats.py", "    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k",
+        [("rnas/judging/rank_stats.py", "    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k",
           "    top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:k])  # noqa: E731\n"
           "    return len(top(list(scores)) & top(list(truth))) / k")], ["tests/test_truth.py"]),
     "the search keeps the strategy's trace of an earlier round": (

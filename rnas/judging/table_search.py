@@ -1,6 +1,6 @@
 """Search strategies run against a tabular oracle under a budget (the NAS-Bench-201 protocol): the
-loop that ``python -m rnas.benchmark`` and the tuning scripts share. What a query reveals, the budget
-rule and the seeding are described in rnas.benchmark."""
+loop that ``python -m rnas.judging.benchmark`` and the tuning scripts share. What a query reveals, the budget
+rule and the seeding are described in rnas.judging.benchmark."""
 from __future__ import annotations
 
 import functools
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from rnas.config import from_dict, require
-from rnas.oracle import TableOracle
+from rnas.judging.oracle import TableOracle
 from rnas.spaces import get_space
 from rnas.strategies import available_strategies, make_strategy, strategy_class
 from rnas.strategies.base import Observation, SearchStrategy

@@ -1,7 +1,7 @@
 """Benchmark search strategies on a tabular oracle (the NAS-Bench-201 protocol): the command, its
-outputs and statistics; the search loop itself is rnas.table_search.
+outputs and statistics; the search loop itself is rnas.judging.table_search.
 
-    python -m rnas.benchmark nb201 --table CSV --select-col COL --report-col COL
+    python -m rnas.judging.benchmark nb201 --table CSV --select-col COL --report-col COL
         [--cost-col COL --budget-seconds S | --budget-queries Q] --strategies rnas,nao,random,evolution
         --seeds N [--seed-offset S] --out DIR [--jobs J] [--strategy-options JSON] [--config FILE]
 
@@ -53,8 +53,8 @@ from rnas.artifacts import atomic_path, write_json
 from rnas.config import ConfigError, from_dict
 from rnas.errors import run_command
 from rnas.plots import plot_band
-from rnas.rank_stats import welch_p
-from rnas.table_search import BenchmarkConfig, QueryRecord, RunResult, load_table, merge_options, run_benchmark
+from rnas.judging.rank_stats import welch_p
+from rnas.judging.table_search import BenchmarkConfig, QueryRecord, RunResult, load_table, merge_options, run_benchmark
 from rnas.training.progress import format_duration
 
 
@@ -124,7 +124,7 @@ def write_outputs(results: Sequence[RunResult], config: BenchmarkConfig, out: st
               else f"{config.budget.queries} queries")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by python -m rnas.benchmark, which may replace its own outputs here\n")
+    (out / MARKER).write_text("written by python -m rnas.judging.benchmark, which may replace its own outputs here\n")
     for name, frame in (("summary.csv", summary), ("curves.csv", curves)):
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
@@ -159,7 +159,7 @@ def _metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
 
 # --- command line ---------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchmarkConfig, Path, bool]:
-    parser = argparse.ArgumentParser(prog="python -m rnas.benchmark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rnas.judging.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("space", help="search space, e.g. nb201")
     parser.add_argument("--table", required=True, help="CSV with an arch_str column and numeric columns")
     parser.add_argument("--select-col", required=True, help="the value a search sees (higher is better)")

@@ -21,8 +21,8 @@ from typing import Sequence
 import pandas as pd
 
 from rnas.config import ConfigError, require
-from rnas.rank_stats import kendall_tau, precision_at_top, spearman
-from rnas.oracle import ARCH_COLUMN, TableOracle
+from rnas.judging.rank_stats import kendall_tau, precision_at_top, spearman
+from rnas.judging.oracle import ARCH_COLUMN, TableOracle
 from rnas.spaces.base import Arch, SearchSpace
 
 #: seeds from here on are tuning seeds: settings are chosen on their runs only; seeds below are
