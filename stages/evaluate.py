@@ -1,13 +1,13 @@
 """evaluate: the retrained winner on the test split (quality, size, latency); the plots of the whole run;
 with a truth table (evaluate.truth.table), the search judged against it (the only stage that reads it):
-a tuning seed's run against the select column, any other against the report column (rnas.truth.Judging)."""
+a tuning seed's run against the select column, any other against the report column (rnas.judging.truth.Judging)."""
 import dataclasses
 
 from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.export import load_model
 from rnas.pipeline import ARTIFACTS, numeric, prepared_dir, require_inputs, stage_main
 from rnas.run_report import draw_run_plots, judge_run
-from rnas.truth import Judging, load_truth
+from rnas.judging.truth import Judging, load_truth
 
 TRUTH_SUMMARY = ("truth_found_acc", "truth_found_percentile", "truth_supernet_kendall_tau",  # also on the parent
                  "truth_ranking_kendall_tau")

@@ -11,7 +11,7 @@ from rnas.pipeline import ARTIFACTS, prepared_dir, report_blind_search, require_
 from rnas.pool import ArchPool
 from rnas.search import RoundsConfig, fresh_cells_rng, rank_final_pool, search_metrics, search_rounds, write_search
 from rnas.strategies.rnas import TRACE_COLUMNS
-from rnas.truth import reference_cells
+from rnas.judging.truth import reference_cells
 
 
 @stage_main("sample")
