@@ -2,11 +2,13 @@
 
 A weight-sharing supernet ranks cells coarsely: its top holds good and ordinary cells alike. Each
 of the top few is trained from scratch for a few epochs and the one with the best validation score
-wins. ``rerank`` keeps what it has measured in ``done`` (arch string -> record), so that an
-interrupted run resumes after its last finished cell and later runs reuse the measurements.
+wins. ``rerank`` keeps each measurement in a ``MeasurementStore`` as soon as it is made, so that an
+interrupted run resumes after its last finished cell and later runs reuse the measurements; with
+several ranks (processes, GPUs, machines) each trains its share of the cells and rank 0 gathers them.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -39,28 +41,57 @@ def candidates(pool: ArchPool, top: int, min_distance: int = 1, by: Sequence[flo
     return pool.subset(chosen)
 
 
-def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, done: dict[str, dict[str, Any]],
-           on_measured: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
-    """One row per candidate, in the order given (``search_rank``): its supernet score, its combined
-    ranking where the pool has one, and what ``measure`` found.
+def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, store: MeasurementStore,
+           shard: tuple[int, int] = (0, 1), poll_seconds: float = 2.0) -> list[dict[str, Any]] | None:
+    """Measure this process's share of the candidates (``shard``: its rank and the number of ranks),
+    then, on rank 0, wait for the other ranks' and return one row per candidate in the order given
+    (``search_rank``): its supernet score, its combined ranking where the pool has one, what ``measure``
+    found, and whether an earlier run had measured it (``reused``). Other ranks return None.
 
-    Cells already in ``done`` are not measured again (``reused``); ``on_measured`` gets ``done``
-    after each new measurement.
-    """
+    A cell's result does not depend on which rank measures it, so the rows are the same for any
+    number of ranks, and a run interrupted with one number of ranks resumes with another."""
+    keys = [space.to_str(arch) for arch in candidates.archs]
+    earlier = store.load()
+    measure_share(keys, measure, store, shard)
+    if shard[0] != 0:
+        return None
+    measured = wait_for(store, keys, poll_seconds)
     rows = []
-    for rank, (arch, score) in enumerate(zip(candidates.archs, candidates.scores), start=1):
-        key = space.to_str(arch)
-        reused = key in done
-        if not reused:
-            print(f"[rerank] candidate {rank}/{len(candidates)}: training {key}", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            done[key] = {**measure(key), "seconds": time.perf_counter() - start}
-            if on_measured is not None:
-                on_measured(done)
+    for rank, (key, score) in enumerate(zip(keys, candidates.scores), start=1):
         ranking = {RANKING: candidates.columns[RANKING][rank - 1]} if RANKING in candidates.columns else {}
-        rows.append({"search_rank": rank, "arch": key, "supernet_score": score, **ranking, **done[key],
-                     "reused": reused})
+        rows.append({"search_rank": rank, "arch": key, "supernet_score": score, **ranking, **measured[key],
+                     "reused": key in earlier})
     return rows
+
+
+def measure_share(keys: Sequence[str], measure: Measure, store: MeasurementStore, shard: tuple[int, int]) -> None:
+    """Measure the cells ``keys[rank::ranks]`` that ``store`` does not hold, saving each as it is done.
+    The share is taken from all the candidates, not from those left, so that ranks that start at
+    different moments still split them the same way."""
+    rank, ranks = shard
+    done = store.load()
+    for i, key in enumerate(keys):
+        if i % ranks != rank or key in done:
+            continue
+        where = f" on rank {rank}/{ranks}" if ranks > 1 else ""
+        print(f"[rerank] candidate {i + 1}/{len(keys)}{where}: training {key}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        store.save(key, {**measure(key), "seconds": time.perf_counter() - start})
+
+
+def wait_for(store: MeasurementStore, keys: Sequence[str], poll_seconds: float) -> dict[str, dict[str, Any]]:
+    """The measurements of every cell of ``keys``, once ``store`` holds them all (other ranks write the
+    rest; a rank that fails stops the whole job, so this never waits for a dead one)."""
+    announced = False
+    while True:
+        measured = store.load()
+        missing = [key for key in keys if key not in measured]
+        if not missing:
+            return measured
+        if not announced:
+            print(f"[rerank] waiting for {len(missing)} cells that other ranks train", file=sys.stderr, flush=True)
+            announced = True
+        time.sleep(poll_seconds)
 
 
 def winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,15 +128,22 @@ def summary(rows: list[dict[str, Any]], best: dict[str, Any], epochs: int) -> st
 
 
 class MeasurementStore:
-    """Measurements (arch string -> record) in one JSON file under the fingerprint of what shapes them:
-    ``load`` returns them only for the same fingerprint, so another configuration measures anew."""
+    """Measurements in a folder, one JSON file per cell (``{fingerprint, arch, record}``), so that ranks
+    write theirs side by side: ``load`` returns those of this store's fingerprint (arch -> record),
+    and a file of another configuration is ignored (and replaced when its cell is measured again)."""
 
-    def __init__(self, path: str | os.PathLike, fingerprint: str):
-        self.path, self.fingerprint = Path(path), fingerprint
+    def __init__(self, folder: str | os.PathLike, fingerprint: str):
+        self.folder, self.fingerprint = Path(folder), fingerprint
 
     def load(self) -> dict[str, dict[str, Any]]:
-        state = read_json(self.path) if self.path.exists() else {}
-        return dict(state.get("measured", {})) if state.get("fingerprint") == self.fingerprint else {}
+        entries = (read_json(path) for path in sorted(self.folder.glob("*.json")))
+        return {e["arch"]: e["record"] for e in entries if e.get("fingerprint") == self.fingerprint}
 
-    def save(self, measured: dict[str, dict[str, Any]]) -> None:
-        write_json(self.path, {"fingerprint": self.fingerprint, "measured": measured})
+    def save(self, arch: str, record: dict[str, Any]) -> None:
+        write_json(self.folder / f"{cell_id(arch)}.json", {"fingerprint": self.fingerprint, "arch": arch,
+                                                            "record": record})
+
+
+def cell_id(arch: str) -> str:
+    """A file name for a cell's measurement and checkpoint."""
+    return hashlib.sha256(arch.encode()).hexdigest()[:20]

@@ -2,18 +2,18 @@
 scratch for ``rerank.epochs`` with the retrain network and recipe, on the training split, and ranked
 by validation (rnas.rerank); the winner goes to retrain. ``rerank.top: 0`` passes the search's pick on.
 
-Every cell is trained from the same seed: its result depends on the cell and the configuration only.
-artifacts/rerank_state/ keeps every cell measured so far under a fingerprint of that configuration
-(params, seed, data, code): an interrupted run resumes, and another search on the same supernet
-trains only the cells no earlier run did.
+Each cell is trained from the same seed, and kept in artifacts/rerank_state/ under a fingerprint of
+the configuration (params, seed, data, code): an interrupted run resumes, another search on the same
+supernet trains only new cells, and with ``trainer.nproc`` > 1 (or under torchrun) each rank trains
+its share, with the same rows and winner for any number of ranks.
 """
 import dataclasses
 
 from rnas.artifacts import atomic_dir, read_json, write_json
-from rnas.pipeline import ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, seed_everything, stage_main
+from rnas.pipeline import ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, stage_main
 from rnas.pool import ArchPool
 from rnas.ranking import RANKING
-from rnas.rerank import MeasurementStore, candidates, outcome, rerank, summary, write_rows
+from rnas.rerank import MeasurementStore, candidates, cell_id, outcome, rerank, summary, write_rows
 
 #: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"
@@ -29,23 +29,24 @@ def measurement_fingerprint(p, data) -> str:
                            seed=p.seed)
 
 
-@stage_main("rerank")
+@stage_main("rerank", distributed=True)
 def main(ctx):
     p, k = ctx.params, ctx.params.rerank
     data = prepared_dir(p, final=False)
     require_inputs(data / "meta.json", ARTIFACTS / "sample/best.json", ARTIFACTS / "sample/pool_final.csv")
     final = ArchPool.from_csv(ctx.space, ARTIFACTS / "sample/pool_final.csv")
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
-    fingerprint = measurement_fingerprint(p, data)
+    store = MeasurementStore(STATE / "measured", measurement_fingerprint(p, data))
 
-    def measure(arch: str) -> dict:
-        seed_everything(p.seed)
-        return ctx.task.measure(ctx.env, arch, data, child=p.retrain.child, train=train,
-                                checkpoint=STATE / "checkpoint.pt", fingerprint=f"{fingerprint}:{arch}")
+    def measure(arch: str) -> dict:  # on each rank, a whole cell's training
+        return ctx.task.measure(ctx.env.alone(), arch, data, child=p.retrain.child, train=train,
+                                checkpoint=STATE / f"checkpoints/{cell_id(arch)}.pt",
+                                fingerprint=f"{store.fingerprint}:{arch}")
 
-    store = MeasurementStore(STATE / "measured.json", fingerprint)
     rows = rerank(ctx.space, candidates(final, k.top, k.min_distance, by=final.columns.get(RANKING)), measure,
-                  store.load(), on_measured=store.save)
+                  store, shard=ctx.dist.shard)
+    if rows is None:  # another rank than 0: its cells are in the store
+        return
     best, metrics = outcome(rows, read_json(ARTIFACTS / "sample/best.json"))
     ctx.run.log_metrics(metrics)
     with atomic_dir(ctx.out) as out:

@@ -102,3 +102,28 @@ def test_warmup_and_retrain_under_torchrun_match_one_process(project, tmp_path):
         one = pd.read_csv(project / f"artifacts/{stage}/history.csv")[loss]
         two = pd.read_csv(tmp_path / f"p/artifacts/{stage}/history.csv")[loss]
         assert len(one) == len(two) and (one - two).abs().max() < 0.1, (stage, one.tolist(), two.tolist())
+
+
+@pytest.mark.slow
+def test_rerank_on_two_processes_trains_each_cell_once_and_picks_the_same_winner(project, tmp_path):
+    """trainer.nproc = 2: the ranks split rerank's candidates; rank 0 gathers the same rows as one process."""
+    import pandas as pd
+
+    run(["dvc", "repro", "sample"], project)
+    results = {}
+    for nproc in (1, 2):
+        folder = tmp_path / f"nproc{nproc}"
+        copy_sources(project, folder)
+        shutil.copytree(project / "data", folder / "data")
+        shutil.copytree(project / "artifacts/sample", folder / "artifacts/sample")
+        params = yaml.safe_load((folder / "params.yaml").read_text())
+        params.update(threads=1, device="cpu")
+        params["trainer"]["nproc"] = nproc
+        params["rerank"].update(top=3, epochs=1)
+        params["tracking"]["enabled"] = False
+        (folder / "params.yaml").write_text(yaml.safe_dump(params))
+        result = run([sys.executable, "-m", "stages.rerank"], folder)
+        results[nproc] = pd.read_csv(folder / "artifacts/rerank/rerank.csv").drop(columns=["seconds"])
+        assert result.stderr.count(": training ") == 3  # each candidate trained once, on one of the ranks
+    assert "on rank 1/2" in result.stderr
+    pd.testing.assert_frame_equal(results[1], results[2])

@@ -4,7 +4,7 @@ import pytest
 from rnas.config import ConfigError, from_dict
 from rnas.tasks.image import ImageParams
 from rnas.pool import ArchPool
-from rnas.rerank import candidates, rerank, winner
+from rnas.rerank import MeasurementStore, candidates, rerank, winner
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks import get_task
 
@@ -19,21 +19,55 @@ def scored_pool():
     return ArchPool(SPACE, [SPACE.from_str(c) for c in CELLS], [0.7, 0.9, 0.8]).top(3)
 
 
-def test_rerank_measures_each_candidate_once_in_supernet_order_and_resumes():
-    measured, saved = [], []
-    validation = {CELLS[0]: 0.6, CELLS[1]: 0.4, CELLS[2]: 0.5}
+VALIDATION = {CELLS[0]: 0.6, CELLS[1]: 0.4, CELLS[2]: 0.5}
 
+
+def recording_measure(measured):
     def measure(arch):
         measured.append(arch)
-        return {"validation_score": validation[arch], "valid_accuracy": validation[arch]}
+        return {"validation_score": VALIDATION[arch], "valid_accuracy": VALIDATION[arch]}
+    return measure
 
-    done = {CELLS[1]: {"validation_score": 0.4, "valid_accuracy": 0.4, "seconds": 1.0}}  # an interrupted run's
-    rows = rerank(SPACE, scored_pool(), measure, done, on_measured=lambda d: saved.append(sorted(d)))
+
+def test_rerank_measures_each_candidate_once_in_supernet_order_and_resumes(tmp_path):
+    store, measured = MeasurementStore(tmp_path / "measured", "f"), []
+    store.save(CELLS[1], {"validation_score": 0.4, "valid_accuracy": 0.4, "seconds": 1.0})  # an interrupted run's
+    rows = rerank(SPACE, scored_pool(), recording_measure(measured), store)
     assert measured == [CELLS[2], CELLS[0]]  # the one already measured is not trained again
-    assert saved == [sorted([CELLS[1], CELLS[2]]), sorted(CELLS)]  # saved after each new measurement
+    assert sorted(store.load()) == sorted(CELLS)  # each saved as it was measured
     assert [(r["search_rank"], r["arch"], r["supernet_score"], r["reused"]) for r in rows] == [
         (1, CELLS[1], 0.9, True), (2, CELLS[2], 0.8, False), (3, CELLS[0], 0.7, False)]
     assert winner(rows)["arch"] == CELLS[0]  # supernet rank 3, the best validation score
+
+
+def test_ranks_split_the_candidates_and_rank_0_gathers_the_same_rows(tmp_path):
+    alone, split = MeasurementStore(tmp_path / "alone", "f"), MeasurementStore(tmp_path / "split", "f")
+    rows_alone = rerank(SPACE, scored_pool(), recording_measure([]), alone)
+    by_rank = {rank: [] for rank in (0, 1)}
+    assert rerank(SPACE, scored_pool(), recording_measure(by_rank[1]), split, shard=(1, 2)) is None
+    rows_split = rerank(SPACE, scored_pool(), recording_measure(by_rank[0]), split, shard=(0, 2))
+    assert by_rank == {0: [CELLS[1], CELLS[0]], 1: [CELLS[2]]}  # candidates 1 and 3 on rank 0, 2 on rank 1
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "reused")} for r in rows]  # noqa: E731
+    assert drop(rows_split) == drop(rows_alone)
+    assert winner(rows_split)["arch"] == winner(rows_alone)["arch"]
+
+
+def test_a_run_interrupted_on_two_ranks_resumes_on_three(tmp_path):
+    store, measured = MeasurementStore(tmp_path / "measured", "f"), []
+    rerank(SPACE, scored_pool(), recording_measure(measured), store, shard=(1, 2))  # rank 0 was killed
+    for rank in (1, 2, 0):
+        rerank(SPACE, scored_pool(), recording_measure(measured), store, shard=(rank, 3))
+    assert sorted(measured) == sorted(CELLS)  # every cell once: CELLS[2] by the first run, the rest after
+
+
+def test_rank_0_waits_for_the_cells_of_the_other_ranks(tmp_path):
+    import threading
+    store = MeasurementStore(tmp_path / "measured", "f")
+    late = threading.Timer(0.3, lambda: rerank(SPACE, scored_pool(), recording_measure([]), store, shard=(1, 2)))
+    late.start()
+    rows = rerank(SPACE, scored_pool(), recording_measure([]), store, shard=(0, 2), poll_seconds=0.05)
+    late.join()
+    assert [r["arch"] for r in rows] == [CELLS[1], CELLS[2], CELLS[0]]
 
 
 def test_winner_ties_go_to_the_supernets_higher_rank():
@@ -59,13 +93,11 @@ def test_bad_rerank_params_name_the_key(data, message):
 
 
 def test_earlier_measurements_are_reused_only_by_the_same_configuration(tmp_path):
-    from rnas.rerank import MeasurementStore
-
-    path = tmp_path / "state/measured.json"
-    assert MeasurementStore(path, "a").load() == {}  # nothing measured yet
-    MeasurementStore(path, "a").save({CELLS[0]: {"validation_score": 0.5}})
-    assert MeasurementStore(path, "a").load() == {CELLS[0]: {"validation_score": 0.5}}
-    assert MeasurementStore(path, "b").load() == {}  # other params, seed, data or code: measured anew
+    folder = tmp_path / "state/measured"
+    assert MeasurementStore(folder, "a").load() == {}  # nothing measured yet
+    MeasurementStore(folder, "a").save(CELLS[0], {"validation_score": 0.5})
+    assert MeasurementStore(folder, "a").load() == {CELLS[0]: {"validation_score": 0.5}}
+    assert MeasurementStore(folder, "b").load() == {}  # other params, seed, data or code: measured anew
 
 
 def test_the_measurement_fingerprint_follows_the_training_not_the_candidates(tmp_path):

@@ -10,7 +10,9 @@ strategies, the controller, tracking and artifacts are the same for every task.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,10 @@ class RunEnv:
     provenance: dict[str, Any]
     dist: DistributedContext     # this process's place among the ranks
 
+    def alone(self) -> RunEnv:
+        """This environment as one process's own: for trainings that each rank runs whole (rerank's cells)."""
+        return dataclasses.replace(self, dist=DistributedContext(device=self.device))
+
 
 @dataclass
 class Retrained:
@@ -149,9 +155,11 @@ class Task(ABC, Generic[DataT, SupernetT, SupernetTrainT, NetworkT, TrainT]):
     def measure(self, env: RunEnv, arch: str, data: Path, *, child: NetworkT, train: TrainT, checkpoint: Path,
                 fingerprint: str) -> dict[str, Any]:
         """A short training of ``arch`` from scratch on the training split alone (``retrain`` with
-        ``train_on_valid`` false), as rerank measures its candidates: the delivered epoch's
-        ``validation_score``, its number and its ``train_*``/``valid_*`` records. The checkpoint is
-        removed once the training is done."""
+        ``train_on_valid`` false), seeded with ``env.seed`` whatever ran before, as rerank measures its
+        candidates: the delivered epoch's ``validation_score``, its number and its ``train_*``/``valid_*``
+        records. The checkpoint is removed once the training is done."""
+        random.seed(env.seed)
+        torch.manual_seed(env.seed)
         record = self.retrain(env, arch, data, child=child, train=train, train_on_valid=False, checkpoint=checkpoint,
                               fingerprint=fingerprint).delivered
         checkpoint.unlink(missing_ok=True)
