@@ -73,10 +73,7 @@ def main() -> None:
         cells = space.sample_unique(args.cells, random.Random(args.seed))
     else:
         cells = reference_cells(space, args.cells, args.seed)
-    cfg = ChildTrainConfig(epochs=args.epochs, batch_size=64, lr_max=0.05, lr_min=0.0, nesterov=True,
-                           weight_decay=5e-4, drop_path_prob=0.0, augment=AugmentConfig(crop_padding=2, flip=True))
-    child = ChildConfig(cells_per_stage=1, channels=args.channels, stem_multiplier=1, auxiliary=False,
-                        classifier_dropout=0.0)
+    child, cfg = child_and_recipe(args.channels, args.epochs)
     env = RunEnv(space, device, args.seed, provenance={}, dist=DistributedContext(device=device))
     rows, checkpoint = [], Path(args.out).with_suffix(".ckpt")
     started = time.process_time()
@@ -93,6 +90,15 @@ def main() -> None:
                      **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in history}})
         pd.DataFrame(rows).to_csv(args.out, index=False)
     summarise(pd.DataFrame(rows), args.epochs)
+
+
+def child_and_recipe(channels: int, epochs: int) -> tuple[ChildConfig, ChildTrainConfig]:
+    """The network and the short training of `nb201-cpu`'s rerank, at ``channels`` for ``epochs``."""
+    child = ChildConfig(cells_per_stage=1, channels=channels, stem_multiplier=1, auxiliary=False,
+                        classifier_dropout=0.0)
+    return child, ChildTrainConfig(epochs=epochs, batch_size=64, lr_max=0.05, lr_min=0.0, nesterov=True,
+                                   weight_decay=5e-4, drop_path_prob=0.0,
+                                   augment=AugmentConfig(crop_padding=2, flip=True))
 
 
 def prepared_at(data: Path, resolution: int) -> Path:
