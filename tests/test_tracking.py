@@ -358,6 +358,52 @@ def test_a_run_whose_pid_now_belongs_to_a_younger_process_counts_as_dead():
     from rnas.tracking.runs import HOST_TAG, PID_START_TAG
 
     mine = process_tags()
-    assert owner_alive(mine)
-    assert not owner_alive({**mine, PID_START_TAG: str(int(mine[PID_START_TAG]) - 1)})
-    assert owner_alive({**mine, HOST_TAG: socket.gethostname() + "-elsewhere", "rnas.pid": "1"})
+    assert owner_alive(mine, 300)
+    assert not owner_alive({**mine, PID_START_TAG: str(int(mine[PID_START_TAG]) - 1)}, 300)
+    assert owner_alive({**mine, HOST_TAG: socket.gethostname() + "-elsewhere", "rnas.pid": "1"}, 300)
+
+
+def test_runs_of_other_hosts_die_by_their_heartbeat_and_runs_here_by_their_pid(tmp_path):
+    import socket
+
+    from mlflow import MlflowClient
+
+    from rnas.tracking.liveness import close_runs_of_dead_processes, process_tags
+    from rnas.tracking.runs import HEARTBEAT_TAG, HOST_TAG, PID_TAG
+    from rnas.tracking.store import now_ms
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("rnas")
+    here, elsewhere = process_tags(), {**process_tags(), HOST_TAG: socket.gethostname() + "-elsewhere"}
+    ten_minutes_ago = str(now_ms() - 600_000)
+    runs = {name: client.create_run(experiment, tags=tags, run_name=name).info.run_id for name, tags in {
+        "elsewhere, silent": {**elsewhere, HEARTBEAT_TAG: ten_minutes_ago},
+        "elsewhere, beating": elsewhere,
+        "elsewhere, from a version without heartbeats": {k: v for k, v in elsewhere.items() if k != HEARTBEAT_TAG},
+        "here, alive but silent": {**here, HEARTBEAT_TAG: ten_minutes_ago},
+        "here, its process gone": {**here, PID_TAG: str(2 ** 22 + 1)},
+    }.items()}
+    closed = close_runs_of_dead_processes(client, experiment, timeout_seconds=300)
+    assert sorted(closed) == sorted([runs["elsewhere, silent"], runs["here, its process gone"]])
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"elsewhere, silent": "KILLED", "elsewhere, beating": "RUNNING",
+                      "elsewhere, from a version without heartbeats": "RUNNING", "here, alive but silent": "RUNNING",
+                      "here, its process gone": "KILLED"}
+    reason = client.get_run(runs["elsewhere, silent"]).data.tags["rnas.end_reason"]
+    assert reason.startswith(f"process {elsewhere[PID_TAG]} on {elsewhere[HOST_TAG]} sent no heartbeat for 6")
+
+
+def test_a_stage_run_beats_while_it_runs(tmp_path):
+    import time
+
+    from mlflow import MlflowClient
+
+    from rnas.tracking.runs import HEARTBEAT_TAG
+
+    git_repo_with_params(tmp_path, "seed: 0\n")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with stage_run("warmup", TrackingConfig(heartbeat_seconds=0.2, heartbeat_timeout_seconds=1), tmp_path,
+                   {"seed": 0}) as run:
+        first = int(client.get_run(run.run_id).data.tags[HEARTBEAT_TAG])
+        time.sleep(1.0)
+        assert int(client.get_run(run.run_id).data.tags[HEARTBEAT_TAG]) >= first + 200

@@ -18,6 +18,7 @@ SUMMARY_TAG = "rnas.summary_keys"      # on a stage run: the metrics it gave the
 SUMMARY_TAGS_TAG = "rnas.summary_tags"  # on a stage run: the tags it gave the parent
 BLIND_SEARCH_TAG = "rnas.blind_search"  # why the supernet scored a pool without telling cells apart
 PID_TAG, PID_START_TAG, HOST_TAG = "rnas.pid", "rnas.pid_start", "rnas.host"
+HEARTBEAT_TAG = "rnas.heartbeat_ms"     # on a stage run: when its process last said it was alive (ms)
 END_REASON_TAG = "rnas.end_reason"
 SUPERSEDED_TAG = "rnas.superseded_by"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run description in MLflow's UI

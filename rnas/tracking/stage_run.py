@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from rnas.tracking.identity import PipelineIdentity
-from rnas.tracking.liveness import close_runs_of_dead_processes, owner_alive, process_tags
+from rnas.tracking.liveness import Heartbeat, close_runs_of_dead_processes, owner_alive, process_tags
 from rnas.tracking.runs import (END_REASON_TAG, MAX_PARAM_LENGTH, OUTPUT_TAG, PARENT_RUN_TAG, PIPELINE_KEY_TAG,
                                 REUSED_TAG_PREFIX, SECONDS_PREFIX, STAGE_TAG, SUMMARY_TAG, SUMMARY_TAGS_TAG,
                                 SUPERSEDED_TAG, TOTAL_SECONDS, flatten_params, log_metrics, log_params, set_tags)
@@ -98,15 +98,15 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         experiment_id = _experiment_id(client, cfg.experiment, uri)
-        close_runs_of_dead_processes(client, experiment_id)
+        close_runs_of_dead_processes(client, experiment_id, cfg.heartbeat_timeout_seconds)
         parent_id = _parent_run_id(client, experiment_id, pipeline)
         tags = {STAGE_TAG: stage, PARENT_RUN_TAG: parent_id, **pipeline.source_tags(), **process_tags()}
         run_id = retry_locked(client.create_run, experiment_id, tags=tags, run_name=stage).info.run_id
-        _supersede_earlier_runs(client, experiment_id, parent_id, stage, run_id)
+        _supersede_earlier_runs(client, experiment_id, parent_id, stage, run_id, cfg.heartbeat_timeout_seconds)
     run = StageRun(client, run_id, parent_id)
     status, reason = "FAILED", None
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(), Heartbeat(client, run_id, cfg.heartbeat_seconds):
             flat = flatten_params(params)
             for target in (run_id, parent_id):
                 log_params(client, target, flat)
@@ -220,11 +220,13 @@ def _parent_run_id(client: MlflowClient, experiment_id: str, pipeline: PipelineI
                          run_name=pipeline.name).info.run_id
 
 
-def _supersede_earlier_runs(client: MlflowClient, experiment_id: str, parent_id: str, stage: str, run_id: str) -> None:
+def _supersede_earlier_runs(client: MlflowClient, experiment_id: str, parent_id: str, stage: str, run_id: str,
+                            timeout_seconds: float) -> None:
     """Soft-delete the earlier runs of ``stage`` under ``parent_id`` unless a live process still owns one."""
     earlier = retry_locked(client.search_runs, [experiment_id], max_results=1000, filter_string=(
         f"tags.`{PARENT_RUN_TAG}` = '{parent_id}' AND tags.`{STAGE_TAG}` = '{stage}'"))
     for run in earlier:
-        if run.info.run_id != run_id and not (run.info.status == "RUNNING" and owner_alive(run.data.tags)):
+        alive = run.info.status == "RUNNING" and owner_alive(run.data.tags, timeout_seconds)
+        if run.info.run_id != run_id and not alive:
             set_tags(client, run.info.run_id, {SUPERSEDED_TAG: run_id})
             retry_locked(client.delete_run, run.info.run_id)

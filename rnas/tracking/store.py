@@ -27,10 +27,17 @@ class TrackingConfig:
     #: default: sqlite:///<project root>/mlflow.db; MLFLOW_TRACKING_URI overrides both
     uri: str | None = None
     experiment: str = "rnas"
+    #: how often a stage's run says it is alive; a run on another host silent for
+    #: heartbeat_timeout_seconds is marked KILLED by the next stage to start (on this host: by its pid)
+    heartbeat_seconds: float = 30.0
+    heartbeat_timeout_seconds: float = 300.0
 
     def check(self) -> None:
         require(self.uri is None or bool(self.uri.strip()), "uri", "must be null or a non-empty URI")
         require(bool(self.experiment.strip()), "experiment", "must not be empty")
+        require(self.heartbeat_seconds > 0, "heartbeat_seconds", "must be positive")
+        require(self.heartbeat_timeout_seconds >= 3 * self.heartbeat_seconds, "heartbeat_timeout_seconds",
+                "must be at least 3 heartbeats (heartbeat_seconds), so that a slow store never kills a live run")
 
 
 def original_project_root(project_root: Path) -> Path:

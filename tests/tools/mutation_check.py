@@ -138,6 +138,15 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
           "            pool.scores = rescore(supernet, pool, f\"round {round_}\", False)")], ["tests/test_search.py"]),
     "a stage's dvc.yaml deps miss a module it imports": (
         [("dvc.yaml", "rnas/ranking.py, rnas/search.py, ", "rnas/ranking.py, ")], ["tests/test_dvc_deps.py"]),
+    "runs of other hosts never die by their heartbeat": (
+        [("rnas/tracking/liveness.py", "        return not beat.isdigit() or now_ms() - int(beat) <= timeout_seconds * 1000",
+          "        return True")], ["tests/test_tracking.py"]),
+    "the heartbeat thread never beats": (
+        [("rnas/tracking/liveness.py", "        while not self._stop.wait(self._seconds):", "        while False:")],
+        ["tests/test_tracking.py"]),
+    "rerank ranks each train every candidate": (
+        [("rnas/rerank.py", "        if i % ranks != rank or key in done:", "        if key in done:")],
+        ["tests/test_rerank.py"]),
     "a params default differs from conf/": (
         [("rnas/params.py", "    pool_size: int = 100\n", "    pool_size: int = 1000\n")], ["tests/test_pipeline.py"]),
 }
