@@ -81,14 +81,15 @@ def signal_rows(path: Path, ensembles: list[str]) -> dict[str, dict[int, tuple[f
 
 
 def baseline_rows(pattern: str) -> dict[str, dict[int, tuple[float, float]]]:
-    row = {}
+    row, cells = {}, []
     for path in sorted(glob.glob(pattern)):
         frame = pd.read_csv(path)
         last = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
         valid = frame[f"valid_acc_{last}"]
         row[seed_of(path)] = (float(frame["truth"][valid.idxmax()]), kendall_tau(valid.tolist(), frame["truth"].tolist()))
-        cells = len(frame)
-    return {f"random cells, {last} epochs each, best by validation (~{cells} cells)": row} if row else {}
+        cells.append(len(frame))
+    return ({f"random cells, {last} epochs each, best by validation (~{round(statistics.mean(cells))} cells)": row}
+            if row else {})
 
 
 def summarise(label: str, by_seed: dict[int, tuple[float, float]], reference: list[float] | None) -> dict:
