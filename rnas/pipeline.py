@@ -114,7 +114,10 @@ def prepared_dir(params: PipelineParams, final: bool) -> Path:
 def code_deps(stage: str) -> tuple[str, ...]:
     """The code that ``stage``'s dvc.yaml deps name (``rnas/...``, ``stages/...``): what a resume
     fingerprint must cover, since DVC reruns the stage when any of it changes."""
-    deps = yaml.safe_load((REPOSITORY / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    path = REPOSITORY / "dvc.yaml"
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: the stages run in the project that holds their code and dvc.yaml")
+    deps = yaml.safe_load(path.read_text())["stages"][stage]["deps"]
     return tuple(d for d in deps if d.startswith(("rnas/", "stages/")))
 
 

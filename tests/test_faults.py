@@ -255,9 +255,10 @@ def set_params(folder: Path, values: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
-    """The project's code and conf, the two params files, prepared digits and a scored warmup pool
-    (no supernet training): what the cases copy from."""
+    """The project's code, dvc.yaml and conf, the two params files, prepared digits and a scored warmup
+    pool (no supernet training): what the cases copy from."""
     base = tmp_path_factory.mktemp("faults")
+    shutil.copy(ROOT / "dvc.yaml", base / "dvc.yaml")  # the stages' code deps: what a resume fingerprint covers
     shutil.copytree(ROOT / "rnas", base / "rnas", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "stages", base / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "conf", base / "conf")
