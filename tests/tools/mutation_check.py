@@ -101,7 +101,8 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/embedding.py", "    return {} if reason is None else", "    return {} if True else")],
         ["tests/test_embedding.py", "tests/test_blind_search.py"]),
     "re-rank retrains cells an interrupted run measured": (
-        [("rnas/rerank.py", "        if not reused:\n", "        if True:\n")], ["tests/test_rerank.py"]),
+        [("rnas/rerank.py", "        if i % ranks != rank or key in done:", "        if i % ranks != rank:")],
+        ["tests/test_rerank.py"]),
     "a signal's sign inverted (naswot: lower is better)": (
         [("rnas/signals.py", "    return torch.linalg.slogdet(activations.kernel).logabsdet.item()",
           "    return -torch.linalg.slogdet(activations.kernel).logabsdet.item()")], ["tests/test_signals.py"]),
