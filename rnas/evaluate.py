@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from rnas.config import from_dict
 from rnas.data.images import ImageBatches, ImageSplit, load_split
@@ -28,7 +27,7 @@ from rnas.data.text import TextDataConfig, load_prepared_corpus, prepare_corpus
 from rnas.device import resolve_device
 from rnas.errors import DataError, run_command
 from rnas.export import load_model
-from rnas.networks import count_parameters
+from rnas.networks import count_parameters, flops_per_image
 from rnas.training.child import evaluate_classifier
 from rnas.training.language_model import evaluate_language_model
 
@@ -53,14 +52,6 @@ def latency_ms(model: Callable[[torch.Tensor], object], example: torch.Tensor, r
             torch.cuda.synchronize(example.device)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
-
-
-@torch.no_grad()
-def flops_per_image(model: torch.nn.Module, example: torch.Tensor) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(example[:1])
-    return counter.get_total_flops()
 
 
 def evaluate_model(model: torch.nn.Module, card: dict, split: ImageSplit, device: torch.device,

@@ -8,7 +8,7 @@ off, and none draws random numbers, so a signal depends only on the network's we
 
 - ``params``: trainable parameters.
 - ``flops``: multiply-accumulates of one image's forward pass in eval mode: half the FLOPs that
-  ``rnas.evaluate.flops_per_image`` (torch's ``FlopCounterMode``, evaluate's ``mflops``) counts, i.e.
+  ``rnas.networks.flops_per_image`` (torch's ``FlopCounterMode``, evaluate's ``mflops``) counts, i.e.
   those of convolutions and matrix products (batch norm, pooling, activations and additions are not
   counted).
 - ``synflow`` (Tanaka et al., NeurIPS 2020; as a NAS proxy, Abdelfattah et al., ICLR 2021 "Zero-Cost
@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from rnas.evaluate import flops_per_image
-from rnas.training.child import main_logits
+from rnas.networks import flops_per_image, main_logits
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 #: every way a forward pass may apply a ReLU: ``rnas.networks.ops`` fuses most of them into its convs, where

@@ -21,6 +21,7 @@ from rnas.artifacts import resumable_checkpoint, save_checkpoint
 from rnas.config import require
 from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit
 from rnas.device import autocast, memory_format, use_channels_last
+from rnas.networks import main_logits
 from rnas.training.distributed import DistributedContext
 from rnas.training.progress import Progress
 from rnas.training.rng_state import RNG_KEYS, rng_state, set_rng_state
@@ -60,11 +61,6 @@ def child_batches(split: ImageSplit, cfg: ChildTrainConfig, dist: DistributedCon
     return ImageBatches(split, cfg.batch_size, dist.device, shuffle=train,
                         augment=cfg.augment if train else None, seed=seed,
                         channels_last=use_channels_last(dist.device), shard=dist.shard)
-
-
-def main_logits(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
-    """The logits of a network that may also return an auxiliary head's: ``(logits, aux_logits)``."""
-    return output[0] if isinstance(output, tuple) else output
 
 
 def evaluate_classifier(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
