@@ -52,7 +52,7 @@ def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, store: Me
     number of ranks, and a run interrupted with one number of ranks resumes with another."""
     keys = [space.to_str(arch) for arch in candidates.archs]
     earlier = store.load()
-    measure_share(keys, measure, store, shard)
+    measure_share(keys, measure, store, shard, earlier)
     if shard[0] != 0:
         return None
     measured = wait_for(store, keys, poll_seconds)
@@ -64,12 +64,12 @@ def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, store: Me
     return rows
 
 
-def measure_share(keys: Sequence[str], measure: Measure, store: MeasurementStore, shard: tuple[int, int]) -> None:
-    """Measure the cells ``keys[rank::ranks]`` that ``store`` does not hold, saving each as it is done.
-    The share is taken from all the candidates, not from those left, so that ranks that start at
-    different moments still split them the same way."""
+def measure_share(keys: Sequence[str], measure: Measure, store: MeasurementStore, shard: tuple[int, int],
+                  done: dict[str, dict[str, Any]]) -> None:
+    """Measure the cells ``keys[rank::ranks]`` not in ``done`` (what ``store`` held), saving each to
+    ``store`` as it is done. The share is taken from all the candidates, not from those left, so that
+    ranks that start at different moments still split them the same way."""
     rank, ranks = shard
-    done = store.load()
     for i, key in enumerate(keys):
         if i % ranks != rank or key in done:
             continue
@@ -118,13 +118,14 @@ def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
                  ).to_csv(path, index=False)
 
 
-def summary(rows: list[dict[str, Any]], best: dict[str, Any], epochs: int) -> str:
-    """The log line of a re-ranking."""
-    if not rows:
+def summary(best: dict[str, Any], metrics: dict[str, Any], epochs: int) -> str:
+    """The log line of a re-ranking, from its ``outcome``."""
+    if not metrics["candidates"]:
         return f"rerank.top is 0: the search's pick goes to retrain: {best['arch']}"
-    reused = sum(row["reused"] for row in rows)
-    return (f"{len(rows)} cells trained {epochs} epochs ({reused} measured by an earlier run); the winner, search "
-            f"rank {best['search_rank']}, validation score {best['validation_score']:.4f}: {best['arch']}")
+    reused = metrics["candidates"] - metrics["trained"]
+    return (f"{metrics['candidates']} cells trained {epochs} epochs ({reused} measured by an earlier run); the "
+            f"winner, search rank {best['search_rank']}, validation score {best['validation_score']:.4f}: "
+            f"{best['arch']}")
 
 
 class MeasurementStore:

@@ -55,7 +55,7 @@ def main(ctx):
         write_json(out / "metrics.json", metrics)
         ctx.write_provenance(out)
     ctx.run.log_artifact(ctx.out / "rerank.csv")
-    print(f"[rerank] {summary(rows, best, k.epochs)}")
+    print(f"[rerank] {summary(best, metrics, k.epochs)}")
 
 
 if __name__ == "__main__":
