@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnas.networks import NetworkNB201
-from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.nb201 import NB201Config
 from rnas.spaces.nb201 import EDGES, N_NODES, OPS, NB201Space
 
 SKIP, CONV1, CONV3, POOL = (OPS.index(name) for name in ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"))
@@ -138,8 +138,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     space = NB201Space()
     archs = space.sample_unique(args.candidates, random.Random(args.seed))
-    child = ChildConfig(cells_per_stage=1, channels=args.channels, stem_multiplier=1, auxiliary=False,
-                        classifier_dropout=0.0)
+    child = NB201Config(cells_per_stage=1, channels=args.channels)
     x, y = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
 
     def sequential_step(networks):

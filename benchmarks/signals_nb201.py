@@ -37,7 +37,7 @@ import torch
 from benchmarks.nb201_supernet.levers import add_data_arguments, load_resized, prepared
 from rnas.data.images import ImageBatches
 from rnas.export import build_network
-from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.nb201 import NB201Config
 from rnas.judging.oracle import TableOracle
 from rnas.ranking import combined_scores, rank_percentiles, signal_scores
 from rnas.signals import SIGNALS
@@ -73,8 +73,7 @@ def main() -> None:
     drawn = (space.sample_unique(args.cells, random.Random(args.seed)) if args.random
              else reference_cells(space, args.cells, args.seed))
     cells = [space.to_str(c) for c in drawn]
-    child = ChildConfig(cells_per_stage=args.cells_per_stage, channels=args.channels, stem_multiplier=1,
-                        auxiliary=False, classifier_dropout=0.0)
+    child = NB201Config(cells_per_stage=args.cells_per_stage, channels=args.channels)
     start, cpu_start = time.perf_counter(), time.process_time()
     scores = signal_scores(lambda arch: build_network(arch, child, len(train.classes), train.images.shape[1], "nb201"),
                            cells, images, labels, args.signals, args.seed)

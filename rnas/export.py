@@ -20,19 +20,20 @@ from torch import nn
 from rnas.artifacts import load_checkpoint, save_checkpoint
 from rnas.config import from_dict
 from rnas.errors import ArtifactError
-from rnas.networks import NETWORKS, ChildConfig
+from rnas.networks import NETWORK_CONFIGS, NETWORKS, ChildConfig, NB201Config
 from rnas.networks.rnn import RNNModel, RNNModelConfig
 from rnas.spaces import get_space
 
 
-def build_network(arch: str, child: ChildConfig | dict[str, Any] | None = None, num_classes: int = 10,
+def build_network(arch: str, child: ChildConfig | NB201Config | dict[str, Any] | None = None, num_classes: int = 10,
                   in_channels: int = 3, space: str = "nao_cnn") -> nn.Module:
-    """A freshly initialised final network for ``arch`` (the string form of ``space``, an image space)."""
+    """A freshly initialised final network for ``arch`` (the string form of ``space``, an image space);
+    ``child``: the space's network config, or a mapping of it."""
     if space not in NETWORKS:
         raise ValueError(f"no final image network for space {space!r}; known: {', '.join(NETWORKS)}")
     search_space = get_space(space)
-    if not isinstance(child, ChildConfig):
-        child = from_dict(ChildConfig, child or {}, "child")
+    if not isinstance(child, NETWORK_CONFIGS[space]):
+        child = from_dict(NETWORK_CONFIGS[space], child or {}, "child")
     return NETWORKS[space](search_space, search_space.from_str(arch), child, num_classes, in_channels)
 
 
@@ -48,7 +49,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, card: dict[str, Any]) 
     save_checkpoint(path, {"card": card, "state_dict": model.state_dict()})
 
 
-def model_card(space: str, arch: str, child: ChildConfig, num_classes: int, in_channels: int,
+def model_card(space: str, arch: str, child: ChildConfig | NB201Config, num_classes: int, in_channels: int,
                classes: list[str], mean, std, provenance: dict[str, Any]) -> dict[str, Any]:
     return {"space": space, "arch": arch, "child": dataclasses.asdict(child), "num_classes": num_classes,
             "in_channels": in_channels, "classes": list(classes), "mean": list(mean), "std": list(std),

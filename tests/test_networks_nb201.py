@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from rnas.export import build_network
-from rnas.networks import ChildConfig, count_parameters
+from rnas.networks import NB201Config, count_parameters
 from rnas.networks.nb201 import NetworkNB201, SupernetNB201
-from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.spaces.nb201 import BEST_CIFAR10_CELL, EDGES, OPS, RESNET_CELL, NB201Space
 
 REAL_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "cifar10.csv"
-NB201_CHILD = ChildConfig(cells_per_stage=5, channels=16, stem_multiplier=1, auxiliary=False, classifier_dropout=0.0)
+NB201_CHILD = NB201Config(cells_per_stage=5, channels=16)
 # num_params of the table (rows of ../shared/data/nb201/cifar10.csv): the official networks at C=16, N=5
 TABLE_PARAMS = {
     RESNET_CELL: 559_386,
@@ -47,8 +46,8 @@ def test_parameter_counts_match_the_real_table_on_random_rows(space):
 
 def test_shapes_on_small_and_odd_inputs(space):
     arch = space.from_str(BEST_CIFAR10_CELL)
-    supernet = SupernetNB201(space, SupernetConfig(cells_per_stage=1, channels=4, stem_multiplier=1), 7, in_channels=1)
-    child = NetworkNB201(space, arch, ChildConfig(cells_per_stage=2, channels=4, stem_multiplier=1, auxiliary=False),
+    supernet = SupernetNB201(space, NB201Config(cells_per_stage=1, channels=4), 7, in_channels=1)
+    child = NetworkNB201(space, arch, NB201Config(cells_per_stage=2, channels=4),
                          7, in_channels=1)
     for size in (8, 11, 32):
         x = torch.randn(3, 1, size, size)
@@ -69,7 +68,7 @@ def path_parameters(supernet: SupernetNB201, arch) -> set[str]:
 
 def test_a_step_on_one_path_changes_exactly_that_paths_weights(space):
     torch.manual_seed(0)
-    supernet = SupernetNB201(space, SupernetConfig(cells_per_stage=2, channels=4, stem_multiplier=1), 10)
+    supernet = SupernetNB201(space, NB201Config(cells_per_stage=2, channels=4), 10)
     arch = space.from_str(BEST_CIFAR10_CELL)  # parameters on every edge but 0->3 (skip)
     before = {name: p.detach().clone() for name, p in supernet.named_parameters()}
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
@@ -85,7 +84,7 @@ def test_paths_share_their_modules_and_the_final_network_is_a_path(space):
     """Two architectures with the same op on an edge run the same module; the final network's weights
     are named as its path's in the supernet, so loaded from it, it computes what the supernet does."""
     torch.manual_seed(0)
-    supernet = SupernetNB201(space, SupernetConfig(cells_per_stage=2, channels=4, stem_multiplier=1), 10)
+    supernet = SupernetNB201(space, NB201Config(cells_per_stage=2, channels=4), 10)
     a, b = space.from_str(RESNET_CELL), space.from_str(BEST_CIFAR10_CELL)
     assert a[0] == b[0] == OPS.index("nor_conv_3x3")
     conv = supernet.cells[0].edges[0][str(a[0])]
@@ -97,8 +96,7 @@ def test_paths_share_their_modules_and_the_final_network_is_a_path(space):
     assert used == [conv, conv]
     rng = random.Random(0)
     for arch in [a, b] + [space.random(rng) for _ in range(5)]:
-        child = NetworkNB201(space, arch, ChildConfig(cells_per_stage=2, channels=4, stem_multiplier=1,
-                                                      auxiliary=False, classifier_dropout=0.0), 10)
+        child = NetworkNB201(space, arch, NB201Config(cells_per_stage=2, channels=4), 10)
         missing, unexpected = child.load_state_dict(supernet.state_dict(), strict=False)
         assert all("running" in k or "num_batches" in k for k in missing)  # only the child's BN buffers
         assert {k for k in supernet.state_dict() if k not in unexpected} == path_parameters(supernet, arch)
@@ -127,7 +125,7 @@ def test_fair_sampling_runs_every_op_of_every_edge_once_per_step(space):
     from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
     from tests.synthetic import brightness_split
     torch.manual_seed(0)
-    supernet = SupernetNB201(space, SupernetConfig(cells_per_stage=1, channels=4, stem_multiplier=1), 4,
+    supernet = SupernetNB201(space, NB201Config(cells_per_stage=1, channels=4), 4,
                              in_channels=1)
     runs = {}
     for name, module in supernet.named_modules():

@@ -39,16 +39,37 @@ def _leaves(tree, prefix=""):
             yield f"{prefix}{key}", list(value) if isinstance(value, tuple) else value
 
 
-@pytest.mark.parametrize("task", ["image", "language"])
-def test_params_defaults_are_the_conf_files(tmp_path, task):
-    """Each task's params dataclass, built with no keys, equals conf/config.yaml + conf/task/<task>.yaml."""
+@pytest.mark.parametrize("group", sorted(p.stem for p in (ROOT / "conf/task").glob("*.yaml")))
+def test_params_defaults_are_the_conf_files(tmp_path, group):
+    """The params dataclass of each task and space, built with no keys, equals conf/config.yaml + the
+    conf/task/ file that selects them."""
     import dataclasses
     from dvc.utils.hydra import compose_and_dump
     from rnas.tasks import get_task
-    compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT), ["~profile", f"task={task}"])
+    compose_and_dump(tmp_path / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT), ["~profile", f"task={group}"])
     composed = dict(_leaves(yaml.safe_load((tmp_path / "params.yaml").read_text())))
-    defaults = dict(_leaves(dataclasses.asdict(get_task(task).params())))
+    defaults = dict(_leaves(dataclasses.asdict(get_task(composed["task"]).params[composed["space"]]())))
     assert {key: defaults.get(key, "(no such field)") for key in composed} == composed
+
+
+def test_nb201_networks_take_their_own_settings_and_a_nao_key_names_the_conf_group():
+    from rnas.errors import ConfigError
+    from rnas.networks import NB201Config
+    from rnas.tasks import parse_params
+    params = parse_params({"space": "nb201", "retrain": {"child": {"channels": 8}}})
+    assert type(params.retrain.child) is NB201Config and params.retrain.child.channels == 8
+    with pytest.raises(ConfigError) as e:  # the image task's NAO settings, with the space changed alone
+        parse_params({"space": "nb201", "warmup": {"supernet": {"stem_multiplier": 3}}})
+    assert str(e.value) == ("unknown parameter warmup.supernet.stem_multiplier (known: cells_per_stage, channels, "
+                            "classifier_dropout); space nb201 has settings of its own: select them with its conf "
+                            "group (-S task=nb201, or a profile that does)")
+
+
+def test_every_space_of_every_task_has_a_conf_group():
+    from rnas.tasks import available_tasks, get_task
+    conf = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "conf/task").glob("*.yaml"))]
+    assert sorted((c["task"], c["space"]) for c in conf) == sorted(
+        (task, space) for task in available_tasks() for space in get_task(task).params)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 from rnas.config import ConfigError, from_dict
 from rnas.judging.rank_stats import kendall_tau
 from rnas.export import build_network
-from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.nb201 import NB201Config
 from rnas.tasks import parse_params
 from rnas.pool import ArchPool
 from rnas.ranking import (RANKING, RankingConfig, add_ranking, cell_seed, combined_scores, rank_percentiles,
@@ -71,7 +71,7 @@ def test_add_ranking_writes_signal_columns_and_the_ranking_the_top_follows():
 
 
 def test_a_cells_signals_do_not_depend_on_the_other_cells_scored_with_it():
-    child = ChildConfig(cells_per_stage=1, channels=4, stem_multiplier=1, auxiliary=False, classifier_dropout=0.0)
+    child = NB201Config(cells_per_stage=1, channels=4)
     cells = [SPACE.to_str(a) for a in SPACE.sample_unique(3, random.Random(1))]
     images, labels = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
 
@@ -138,9 +138,7 @@ def test_the_image_task_scores_cells_on_a_batch_of_the_training_split(tmp_path):
     from rnas.tasks.image import ImageTask, signal_network
 
     prepare_dataset(DataConfig(dataset="digits", max_train=200), tmp_path)
-    params = parse_params({"space": "nb201", "warmup": {"supernet": {"stem_multiplier": 1}},
-                           "retrain": {"child": {"cells_per_stage": 1, "channels": 8, "stem_multiplier": 1,
-                                                 "auxiliary": False}, "train": {"drop_path_prob": 0.0}},
+    params = parse_params({"space": "nb201", "retrain": {"child": {"cells_per_stage": 1, "channels": 8}},
                            "search": {"ranking": {"signals": ["snip", "naswot"], "batch_size": 16,
                                                   "child": {"channels": 4}}}})
     assert signal_network(params).channels == 4 and signal_network(params).cells_per_stage == 1

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.nb201 import NB201Config
 from rnas.networks.nb201 import NetworkNB201
 from rnas.networks.ops import ReLUConv2d
 from rnas.signals import SIGNALS, flops, grad_norm, naswot, params, score_networks, snip, synflow
@@ -46,8 +46,7 @@ class Apply(nn.Module):
 
 def nb201(channels: int = 4, dropout: float = 0.0) -> NetworkNB201:
     space = NB201Space()
-    child = ChildConfig(cells_per_stage=1, channels=channels, stem_multiplier=1, auxiliary=False,
-                        classifier_dropout=dropout)
+    child = NB201Config(cells_per_stage=1, channels=channels, classifier_dropout=dropout)
     return NetworkNB201(space, space.from_str(BEST_CIFAR10_CELL), child, num_classes=10)
 
 

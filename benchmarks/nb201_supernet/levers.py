@@ -36,7 +36,7 @@ import torch
 
 from rnas.data.images import AugmentConfig, ImageBatches, ImageSplit, load_split
 from rnas.data.prepare import DataConfig, prepare_dataset, resized
-from rnas.networks import SupernetConfig, SupernetNB201
+from rnas.networks import NB201Config, SupernetNB201
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks.base import Supernet
 from rnas.tasks.image import OBJECTIVES
@@ -138,7 +138,7 @@ def main() -> None:
     oracle = load_truth(TruthConfig(table=args.table, report_col=judging.column), space, key="--table")
     data = prepared(args)
     train, valid = (load_resized(data, split, args.resolution) for split in ("train", "valid"))
-    model = SupernetNB201(space, SupernetConfig(args.cells_per_stage, args.channels, 1), len(train.classes))
+    model = SupernetNB201(space, NB201Config(args.cells_per_stage, args.channels), len(train.classes))
     cfg = SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_max=args.lr_max,
                               lr_min=args.lr_min, weight_decay=args.weight_decay, eval_batches=args.eval_batches,
                               eval_batch_size=args.eval_batch_size, path_sampling=args.path_sampling, augment=AugmentConfig(crop_padding=args.resolution // 8 if args.augment else 0,

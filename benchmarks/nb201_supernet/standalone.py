@@ -3,6 +3,7 @@
     python benchmarks/nb201_supernet/standalone.py --data ../shared/data/cifar10-train-jpg.tar.gz \
         --table ../shared/data/nb201/cifar10.csv --cells 30 --epochs 8 --out standalone_random30_e8.csv
     python benchmarks/nb201_supernet/standalone.py ... --from-scores scores.csv --cells 20 --epochs 10
+    python benchmarks/nb201_supernet/standalone.py ... --from-rerank tuning/runs/seed100/rerank.csv --cells 20 --epochs 20
     python benchmarks/nb201_supernet/standalone.py ... --random --seed 0 --cells 200 --budget-cpu-seconds 2145
 
 Trains each cell from scratch as the rerank stage of `nb201-cpu` does, through the same call
@@ -11,7 +12,8 @@ flip, SGD with nesterov, cosine lr 0.05 -> 0, weight decay 5e-4, batch 64, --see
 with the cell's true accuracy. The cells: the first --cells of the pipeline's reference cells
 (``rnas.judging.truth.reference_cells``), or with --from-scores the best --cells of a ``levers.py
 --scores-out`` file by supernet loss score (the candidates a re-ranking gets), or with --random
-random cells drawn with --seed: with --budget-cpu-seconds, as many as that CPU time trains, which is
+random cells drawn with --seed, or with --from-rerank the candidates of a pipeline run (to measure
+another fidelity on the cells a re-ranking gets): with --budget-cpu-seconds, as many as that CPU time trains, which is
 the honest baseline of a search that costs that time (the best of them by validation). The budget is
 CPU time, not wall time, so that other work on a shared machine does not shrink it. Writes one row per
 cell to --out and prints one JSON line per epoch count: Kendall tau, Spearman, precision@10% of the
@@ -37,7 +39,7 @@ import torch
 from benchmarks.nb201_supernet.levers import load_resized, prepared
 from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.data.images import AugmentConfig
-from rnas.networks.child_cnn import ChildConfig
+from rnas.networks.nb201 import NB201Config
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks.base import RunEnv
 from rnas.tasks.image import ImageTask
@@ -54,10 +56,12 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=10000)
     parser.add_argument("--cells", type=int, default=30)
     parser.add_argument("--from-scores", help="a levers.py --scores-out CSV: its best cells by loss score")
+    parser.add_argument("--from-rerank", help="a pipeline run's rerank.csv: its candidates, in search order")
     parser.add_argument("--random", action="store_true", help="random cells drawn with --seed")
     parser.add_argument("--budget-cpu-seconds", type=float, help="train no new cell once this CPU time is spent")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=100, help="trains the cells; 100 and up: a tuning seed")
     args = parser.parse_args()
@@ -65,9 +69,12 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     judging = Judging.of(args.seed, TruthConfig())
     oracle = load_truth(TruthConfig(table=args.table, report_col=judging.column), space, key="--table")
-    data = prepared_at(prepared(args), 16)
+    data = prepared_at(prepared(args), args.resolution)
     if args.from_scores:
         frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
+        cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
+    elif args.from_rerank:
+        frame = pd.read_csv(args.from_rerank).sort_values("search_rank", kind="stable")
         cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
     elif args.random:
         cells = space.sample_unique(args.cells, random.Random(args.seed))
@@ -92,12 +99,11 @@ def main() -> None:
     summarise(pd.DataFrame(rows), args.epochs)
 
 
-def child_and_recipe(channels: int, epochs: int) -> tuple[ChildConfig, ChildTrainConfig]:
+def child_and_recipe(channels: int, epochs: int) -> tuple[NB201Config, ChildTrainConfig]:
     """The network and the short training of `nb201-cpu`'s rerank, at ``channels`` for ``epochs``."""
-    child = ChildConfig(cells_per_stage=1, channels=channels, stem_multiplier=1, auxiliary=False,
-                        classifier_dropout=0.0)
+    child = NB201Config(cells_per_stage=1, channels=channels)
     return child, ChildTrainConfig(epochs=epochs, batch_size=64, lr_max=0.05, lr_min=0.0, nesterov=True,
-                                   weight_decay=5e-4, drop_path_prob=0.0,
+                                   weight_decay=5e-4, drop_path_prob=0.0, auxiliary_weight=0.0,
                                    augment=AugmentConfig(crop_padding=2, flip=True))
 
 

@@ -5,14 +5,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from rnas.networks.child_cnn import AUXILIARY_PREFIX, ChildConfig, NetworkCIFAR
-from rnas.networks.nb201 import NetworkNB201, SupernetNB201
+from rnas.networks.nb201 import NB201Config, NetworkNB201, SupernetNB201
 from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 
-#: space name -> supernet class ``(space, SupernetConfig, num_classes, in_channels)``
+#: space name -> supernet class ``(space, config, num_classes, in_channels)``
 SUPERNETS = {"nao_cnn": SupernetCIFAR, "nb201": SupernetNB201}
-#: space name -> final network class ``(space, arch, ChildConfig, num_classes, in_channels)``
+#: space name -> final network class ``(space, arch, config, num_classes, in_channels)``
 NETWORKS = {"nao_cnn": NetworkCIFAR, "nb201": NetworkNB201}
-
+#: space name -> the config class of its final network (and of a model card's ``child``)
+NETWORK_CONFIGS = {"nao_cnn": ChildConfig, "nb201": NB201Config}
 
 
 def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
@@ -36,5 +37,5 @@ def flops_per_image(model: nn.Module, example: torch.Tensor) -> float:
     return counter.get_total_flops()
 
 
-__all__ = ["ChildConfig", "NETWORKS", "NetworkCIFAR", "NetworkNB201", "SUPERNETS", "SupernetCIFAR",
+__all__ = ["ChildConfig", "NB201Config", "NETWORK_CONFIGS", "NETWORKS", "NetworkCIFAR", "NetworkNB201", "SUPERNETS", "SupernetCIFAR",
            "SupernetConfig", "SupernetNB201", "count_parameters", "flops_per_image", "main_logits"]

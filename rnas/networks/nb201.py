@@ -18,19 +18,33 @@ averages (``rnas.networks.ops.use_batch_statistics``), as the NAO supernet's doe
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnas.networks.child_cnn import ChildConfig
-from rnas.networks.supernet_cnn import SupernetConfig
+from rnas.config import require
 from rnas.networks.ops import OP_TABLE, ReLUConv2d, ReLUConvBN, use_batch_statistics
 from rnas.spaces.base import Arch
 from rnas.spaces.nb201 import EDGES, N_NODES, OPS, NB201Space
 
 NONE = OPS.index("none")
+
+
+@dataclass
+class NB201Config:
+    """The skeleton of both networks (NB201's own, C=16, N=5, by default). It has no stem multiplier
+    (the stem outputs ``channels``), no auxiliary head and no drop-path, unlike the NAO networks."""
+    cells_per_stage: int = 5         # N
+    channels: int = 16               # C, doubled at each reduction
+    classifier_dropout: float = 0.0
+
+    def check(self) -> None:
+        for key in ("cells_per_stage", "channels"):
+            require(getattr(self, key) >= 1, key, "must be a positive integer")
+        require(0.0 <= self.classifier_dropout < 1.0, "classifier_dropout", "must be in [0, 1)")
 
 
 def relu_conv3x3_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -106,9 +120,10 @@ class NB201Network(nn.Module):
 class SupernetNB201(NB201Network):
     """Every op on every edge; ``forward(x, arch)`` runs ``arch``'s path with the shared weights."""
 
-    def __init__(self, space: NB201Space, cfg: SupernetConfig, num_classes: int, in_channels: int = 3):
+    def __init__(self, space: NB201Space, cfg: NB201Config, num_classes: int, in_channels: int = 3):
         cfg.check()
-        super().__init__([range(len(OPS))] * len(EDGES), cfg.channels, cfg.cells_per_stage, num_classes, in_channels)
+        super().__init__([range(len(OPS))] * len(EDGES), cfg.channels, cfg.cells_per_stage, num_classes, in_channels,
+                         cfg.classifier_dropout)
         self.space = space
         use_batch_statistics(self)
 
@@ -119,7 +134,7 @@ class SupernetNB201(NB201Network):
 class NetworkNB201(NB201Network):
     """The final network of one architecture; ``forward(x) -> (logits, None)`` (no auxiliary head)."""
 
-    def __init__(self, space: NB201Space, arch: Arch, cfg: ChildConfig, num_classes: int, in_channels: int = 3):
+    def __init__(self, space: NB201Space, arch: Arch, cfg: NB201Config, num_classes: int, in_channels: int = 3):
         cfg.check()
         arch = space.validate(arch)
         super().__init__([(op,) for op in arch], cfg.channels, cfg.cells_per_stage, num_classes, in_channels,

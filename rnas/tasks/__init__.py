@@ -2,7 +2,8 @@
 ``TASK``): ``image`` (classification, the CNN track) and ``language`` (word-level language
 modelling, the RNN track of docs/algorithm.md §7). The six stages are the same for every task; they
 ask the task (``rnas.tasks.base.Task``) for the work that differs, and a task's module types its own
-parameter blocks (``Task.params``), which ``parse_params`` picks by the ``task`` key.
+parameter blocks per search space (``Task.params``), which ``parse_params`` picks by the ``task``
+and ``space`` keys.
 """
 from __future__ import annotations
 
@@ -32,9 +33,19 @@ def get_task(name: str) -> Task:
 def parse_params(data: Any) -> PipelineParams:
     """Validated parameters of the task that ``data`` (the nested dict of params.yaml) names: a
     ConfigError names the first bad key."""
-    name = data.get("task", PipelineParams.task) if isinstance(data, dict) else PipelineParams.task
+    data = data if isinstance(data, dict) else {}
+    name = data.get("task", PipelineParams.task)
     require(name in available_tasks(), "task", f"{name!r} is not one of {', '.join(available_tasks())}")
-    return from_dict(get_task(name).params, data)
+    spaces = get_task(name).params
+    space = data.get("space", next(iter(spaces)))
+    require(space in spaces, "space", f"{space!r} is not one of {', '.join(spaces)} (the spaces of task {name!r})")
+    try:
+        return from_dict(spaces[space], data)
+    except ConfigError as e:
+        if str(e).startswith("unknown parameter") and space != next(iter(spaces)):
+            raise ConfigError(f"{e}; space {space} has settings of its own: select them with its conf group "
+                              f"(-S task={space}, or a profile that does)") from None
+        raise
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> PipelineParams:

@@ -122,8 +122,8 @@ class Evaluation:
 
 class Task(ABC, Generic[DataT, SupernetT, SupernetTrainT, NetworkT, TrainT]):
     name: ClassVar[str]
-    #: the task's parameters, with the search spaces it builds networks for (``params.SPACES``)
-    params: ClassVar[type[PipelineParams]]
+    #: the task's parameters per search space it builds networks for (the first: the default space)
+    params: ClassVar[dict[str, type[PipelineParams]]]
     #: what a prepared split's size counts ("images", "tokens")
     data_unit: ClassVar[str]
     #: columns of the retraining history drawn per epoch, and their axis label

@@ -15,7 +15,7 @@ from rnas.data.prepare import DataConfig, prepare_dataset
 from rnas.evaluate import evaluate_model
 from rnas.export import build_network, model_card
 from rnas.networks.child_cnn import ChildConfig
-from rnas.networks import SUPERNETS
+from rnas.networks import SUPERNETS, NB201Config
 from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.params import DataParams, PipelineParams, RetrainParams, WarmupParams
 from rnas.ranking import signal_scores
@@ -37,55 +37,94 @@ def joined(a: ImageSplit, b: ImageSplit) -> ImageSplit:
     return ImageSplit(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.classes, a.mean, a.std)
 
 
-# The defaults are the quickstart's (conf/task/image.yaml); the config classes keep the published recipes.
+# The defaults are the quickstart's (conf/task/image.yaml and, for the NB201 space, conf/task/nb201.yaml);
+# the config classes keep the published recipes.
 @dataclass(kw_only=True)
 class ImageData(DataParams[DataConfig]):
     search: DataConfig = field(default_factory=lambda: DataConfig(valid_fraction=0.15, test_fraction=0.15))
     final: DataConfig | None = None
 
 
+def quickstart_supernet_train() -> SupernetTrainConfig:
+    return SupernetTrainConfig(epochs=20, batch_size=32, eval_batches=1, eval_batch_size=256,
+                               augment=AugmentConfig(crop_padding=1, flip=False))
+
+
+def quickstart_child_train() -> ChildTrainConfig:
+    return ChildTrainConfig(epochs=15, batch_size=64, lr_max=0.05, drop_path_prob=0.1,
+                            augment=AugmentConfig(crop_padding=1, flip=False))
+
+
 @dataclass(kw_only=True)
 class ImageWarmup(WarmupParams[SupernetConfig, SupernetTrainConfig]):
     supernet: SupernetConfig = field(default_factory=lambda: SupernetConfig(cells_per_stage=1, channels=16))
-    train: SupernetTrainConfig = field(default_factory=lambda: SupernetTrainConfig(
-        epochs=20, batch_size=32, eval_batches=1, eval_batch_size=256, augment=AugmentConfig(crop_padding=1, flip=False)))
+    train: SupernetTrainConfig = field(default_factory=quickstart_supernet_train)
 
 
 @dataclass(kw_only=True)
 class ImageRetrain(RetrainParams[ChildConfig, ChildTrainConfig]):
     child: ChildConfig = field(default_factory=lambda: ChildConfig(cells_per_stage=2, channels=16,
                                                                    classifier_dropout=0.0))
-    train: ChildTrainConfig = field(default_factory=lambda: ChildTrainConfig(
-        epochs=15, batch_size=64, lr_max=0.05, drop_path_prob=0.1, augment=AugmentConfig(crop_padding=1, flip=False)))
+    train: ChildTrainConfig = field(default_factory=quickstart_child_train)
+
+
+@dataclass(kw_only=True)
+class NB201Warmup(WarmupParams[NB201Config, SupernetTrainConfig]):
+    supernet: NB201Config = field(default_factory=lambda: NB201Config(cells_per_stage=1, channels=16))
+    train: SupernetTrainConfig = field(default_factory=quickstart_supernet_train)
+
+
+@dataclass(kw_only=True)
+class NB201Retrain(RetrainParams[NB201Config, ChildTrainConfig]):
+    child: NB201Config = field(default_factory=lambda: NB201Config(cells_per_stage=2, channels=16))
+    # the NB201 network has neither drop-path nor an auxiliary head
+    train: ChildTrainConfig = field(default_factory=lambda: dataclasses.replace(
+        quickstart_child_train(), drop_path_prob=0.0, auxiliary_weight=0.0))
 
 
 @dataclass(kw_only=True)
 class ImageParams(PipelineParams[DataConfig, SupernetConfig, SupernetTrainConfig, ChildConfig, ChildTrainConfig]):
+    """The NAO cell space (``space: nao_cnn``), conf/task/image.yaml."""
     TASK = "image"
-    SPACES = ("nao_cnn", "nb201")
+    SPACES = ("nao_cnn",)
     data: ImageData = field(default_factory=ImageData)
     warmup: ImageWarmup = field(default_factory=ImageWarmup)
     retrain: ImageRetrain = field(default_factory=ImageRetrain)
 
     def check(self):
         super().check()
-        if self.space == "nb201":  # the NAO configs' keys that the NB201 skeleton has no use for
-            require(self.warmup.supernet.stem_multiplier == 1, "warmup.supernet.stem_multiplier",
-                    "must be 1 for space nb201 (its stem outputs `channels`)")
-            require(self.retrain.child.stem_multiplier == 1, "retrain.child.stem_multiplier",
-                    "must be 1 for space nb201 (its stem outputs `channels`)")
-            require(not self.retrain.child.auxiliary, "retrain.child.auxiliary",
-                    "must be false for space nb201 (its network has no auxiliary head)")
-            require(self.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
-                    "must be 0 for space nb201 (its network has no drop-path)")
-        signal_network(self)  # a bad key in search.ranking.child is reported now, not after the search
-        require(self.rerank.top == 0 or self.data.search.valid_fraction > 0, "rerank.top",
-                "re-ranking needs a validation split: set data.search.valid_fraction > 0, or rerank.top: 0")
+        check_image_search(self)
 
 
-class ImageTask(Task[DataConfig, SupernetConfig, SupernetTrainConfig, ChildConfig, ChildTrainConfig]):
+@dataclass(kw_only=True)
+class NB201Params(PipelineParams[DataConfig, NB201Config, SupernetTrainConfig, NB201Config, ChildTrainConfig]):
+    """The NAS-Bench-201 cell space (``space: nb201``), whose networks have their own config:
+    conf/task/nb201.yaml."""
+    TASK = "image"
+    SPACES = ("nb201",)
+    space: str = "nb201"
+    data: ImageData = field(default_factory=ImageData)
+    warmup: NB201Warmup = field(default_factory=NB201Warmup)
+    retrain: NB201Retrain = field(default_factory=NB201Retrain)
+
+    def check(self):
+        super().check()
+        require(self.retrain.train.drop_path_prob == 0, "retrain.train.drop_path_prob",
+                "must be 0 for space nb201 (its network has no drop-path)")
+        check_image_search(self)
+
+
+def check_image_search(params: ImageParams | NB201Params) -> None:
+    """What both spaces' searches need, checked before any work."""
+    signal_network(params)  # a bad key in search.ranking.child is reported now, not after the search
+    require(params.rerank.top == 0 or params.data.search.valid_fraction > 0, "rerank.top",
+            "re-ranking needs a validation split: set data.search.valid_fraction > 0, or rerank.top: 0")
+
+
+class ImageTask(Task[DataConfig, SupernetConfig | NB201Config, SupernetTrainConfig, ChildConfig | NB201Config,
+                     ChildTrainConfig]):
     name = "image"
-    params = ImageParams
+    params = {"nao_cnn": ImageParams, "nb201": NB201Params}
     data_unit = "images"
     curves = (("train_accuracy", "valid_accuracy"), "accuracy")
 
@@ -138,10 +177,10 @@ class ImageTask(Task[DataConfig, SupernetConfig, SupernetTrainConfig, ChildConfi
                                    f"{test['latency_ms']:.1f} ms")
 
 
-def signal_network(params: ImageParams) -> ChildConfig:
+def signal_network(params: ImageParams | NB201Params) -> ChildConfig | NB201Config:
     """The network the signals score a cell in: ``retrain.child`` with ``search.ranking.child``'s keys replaced."""
-    return from_dict(ChildConfig, {**dataclasses.asdict(params.retrain.child), **params.search.ranking.child},
-                     "search.ranking.child")
+    child = params.retrain.child
+    return from_dict(type(child), {**dataclasses.asdict(child), **params.search.ranking.child}, "search.ranking.child")
 
 
 TASK = ImageTask

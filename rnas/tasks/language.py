@@ -64,7 +64,7 @@ class LanguageParams(PipelineParams[TextDataConfig, RNNSupernetConfig, LMSuperne
 
 class LanguageTask(Task[TextDataConfig, RNNSupernetConfig, LMSupernetTrainConfig, RNNModelConfig, LMTrainConfig]):
     name = "language"
-    params = LanguageParams
+    params = {"rnn": LanguageParams}
     data_unit = "tokens"
     curves = (("train_ppl", "valid_ppl"), "perplexity")
 
