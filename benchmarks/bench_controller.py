@@ -34,13 +34,13 @@ import pandas as pd
 import torch
 
 from benchmarks.common import print_result
-from rnas.controller import build_controller, evaluate_controller, normalise_targets, train_controller
+from rnas.search.controller import build_controller, evaluate_controller, normalise_targets, train_controller
 from rnas.judging.oracle import TableOracle
 from rnas.tasks import load_params
 from rnas.spaces import get_space
 from rnas.strategies import make_strategy
 from rnas.strategies.rnas import latent_objective, mras_search
-from rnas.embedding import holdout_split
+from rnas.search.embedding import holdout_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 
 from benchmarks.common import base_parser, peak_memory, print_result, setup, synchronize
-from rnas.controller import ControllerConfig, build_controller
+from rnas.search.controller import ControllerConfig, build_controller
 from rnas.spaces import get_space
 from rnas.strategies.rnas import MRASConfig, mras_search
 

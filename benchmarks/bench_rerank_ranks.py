@@ -4,7 +4,7 @@
 
 Re-ranks --cells random NB201 cells (drawn with --seed) with `nb201-cpu`'s short training (C=8, N=1,
 16x16, 10,000 training images; --epochs each) through the library the stage calls
-(``rnas.rerank.rerank``, ``ImageTask.measure``), once on one process and once on --nproc processes
+(``rnas.search.rerank.rerank``, ``ImageTask.measure``), once on one process and once on --nproc processes
 (one torch thread each, a fresh measurement folder each), and prints one JSON line: both wall times,
 their ratio, and whether the rows (every cell's validation scores) and the winner are identical.
 """
@@ -26,8 +26,8 @@ import torch
 
 from benchmarks.nb201_supernet.levers import prepared
 from benchmarks.nb201_supernet.standalone import child_and_recipe, prepared_at
-from rnas.pool import ArchPool
-from rnas.rerank import MeasurementStore, cell_id, rerank, winner
+from rnas.search.pool import ArchPool
+from rnas.search.rerank import MeasurementStore, cell_id, rerank, winner
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks.base import RunEnv
 from rnas.tasks.image import ImageTask

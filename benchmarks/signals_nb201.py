@@ -1,4 +1,4 @@
-"""How well the zero-cost signals (rnas.signals) rank NAS-Bench-201 cells, judged by the table.
+"""How well the zero-cost signals (rnas.search.signals) rank NAS-Bench-201 cells, judged by the table.
 
     python benchmarks/signals_nb201.py --data ../shared/data/cifar10-train-jpg.tar.gz \
         --table ../shared/data/nb201/cifar10.csv --cells 200 --seed 100
@@ -6,12 +6,12 @@
 Takes the pipeline's reference cells of --seed (rnas.judging.truth.reference_cells: for a tuning seed, 100
 and up, the tuning cells; or, with --random, --cells random cells drawn with --seed), builds each as the table's network (rnas.networks.nb201, by default at
 the published size, C=16 and N=5, at --resolution, initialised as the pipeline does:
-rnas.ranking.cell_seed), scores it with every signal on one batch of --batch-size CIFAR-10
+rnas.search.ranking.cell_seed), scores it with every signal on one batch of --batch-size CIFAR-10
 training images (drawn with --seed, no augmentation, normalised with the prepared training split's
 mean and std as the pipeline does; the data is prepared once into --cache, shared with levers.py),
 and prints one JSON line: each signal's Kendall tau, Spearman rho, precision at the top 10% and the
 true accuracy of the cell it scores best (``pick_acc``: a search by that signal alone over these
-cells), and the same for every equal-weight rank ensemble (rnas.ranking.combined_scores) of 2 or 3
+cells), and the same for every equal-weight rank ensemble (rnas.search.ranking.combined_scores) of 2 or 3
 signals, with the cells' mean and best true accuracy, N, the seed and the seconds per cell.
 
 The protocol is enforced (rnas.judging.truth.Judging): a tuning seed is judged against the validation
@@ -39,8 +39,8 @@ from rnas.data.images import ImageBatches
 from rnas.export import build_network
 from rnas.networks.nb201 import NB201Config
 from rnas.judging.oracle import TableOracle
-from rnas.ranking import combined_scores, rank_percentiles, signal_scores
-from rnas.signals import SIGNALS
+from rnas.search.ranking import combined_scores, rank_percentiles, signal_scores
+from rnas.search.signals import SIGNALS
 from rnas.spaces.nb201 import NB201Space
 from rnas.judging.truth import Judging, TruthConfig, ranking, reference_cells, true_accuracies
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 
 from rnas.config import ConfigError, from_dict, require
-from rnas.controller import ControllerConfig, ControllerTrainConfig
-from rnas.ranking import RankingConfig
+from rnas.search.controller import ControllerConfig, ControllerTrainConfig
+from rnas.search.ranking import RankingConfig
 from rnas.spaces import get_space
 from rnas.strategies import available_strategies, strategy_class
 from rnas.tracking import TrackingConfig

@@ -29,7 +29,7 @@ from rnas.artifacts import load_checkpoint, read_json, source_fingerprint, write
 from rnas.device import leased_device, peak_memory, reuse_freed_memory
 from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams
-from rnas.pool import ArchPool
+from rnas.search.pool import ArchPool
 from rnas.spaces import SearchSpace, get_space
 from rnas.strategies import SearchStrategy, make_strategy
 from rnas.strategies.base import EmbeddingStrategy

@@ -9,8 +9,8 @@ import pandas as pd
 from rnas.artifacts import read_json
 from rnas.judging.oracle import TableOracle
 from rnas.plots import draw_architecture, plot_curves, plot_scatter
-from rnas.pool import ArchPool
-from rnas.ranking import RANKING, SIGNAL_PREFIX, rank_percentiles
+from rnas.search.pool import ArchPool
+from rnas.search.ranking import RANKING, SIGNAL_PREFIX, rank_percentiles
 from rnas.spaces.base import SearchSpace
 from rnas.judging.truth import judge, true_accuracies
 

@@ -3,10 +3,10 @@ import sys
 import time
 
 from rnas.artifacts import atomic_dir, save_checkpoint, write_json
-from rnas.controller import build_controller
-from rnas.embedding import fit_embedding
+from rnas.search.controller import build_controller
+from rnas.search.embedding import fit_embedding
 from rnas.pipeline import ARTIFACTS, numeric, require_inputs, stage_main
-from rnas.pool import ArchPool
+from rnas.search.pool import ArchPool
 from rnas.training.progress import format_duration
 
 

@@ -1,6 +1,6 @@
 """rerank: the search's top ``rerank.top`` cells (``rerank.min_distance`` slots apart) each trained from
 scratch for ``rerank.epochs`` with the retrain network and recipe, on the training split, and ranked
-by validation (rnas.rerank); the winner goes to retrain. ``rerank.top: 0`` passes the search's pick on.
+by validation (rnas.search.rerank); the winner goes to retrain. ``rerank.top: 0`` passes the search's pick on.
 
 Each cell is trained from the same seed, and kept in artifacts/rerank_state/ under a fingerprint of
 the configuration (params, seed, data, code): an interrupted run resumes, another search on the same
@@ -11,9 +11,9 @@ import dataclasses
 
 from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.pipeline import ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, stage_main
-from rnas.pool import ArchPool
-from rnas.ranking import RANKING
-from rnas.rerank import MeasurementStore, candidates, cell_id, outcome, rerank, summary, write_rows
+from rnas.search.pool import ArchPool
+from rnas.search.ranking import RANKING
+from rnas.search.rerank import MeasurementStore, candidates, cell_id, outcome, rerank, summary, write_rows
 
 #: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"

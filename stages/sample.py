@@ -1,4 +1,4 @@
-"""sample: the search rounds on the warmed-up supernet, then the final pool ranked (rnas.search).
+"""sample: the search rounds on the warmed-up supernet, then the final pool ranked (rnas.search.rounds).
 
 The final pool, ``search.ranking.screen`` fresh random cells and ``search.reference_cells`` fixed random
 cells (for judging the supernet in evaluate; the search never sees their scores) get the supernet's
@@ -8,8 +8,8 @@ import torch
 
 from rnas.artifacts import atomic_dir, write_json
 from rnas.pipeline import ARTIFACTS, prepared_dir, report_blind_search, require_inputs, stage_main
-from rnas.pool import ArchPool
-from rnas.search import RoundsConfig, fresh_cells_rng, rank_final_pool, search_metrics, search_rounds, write_search
+from rnas.search.pool import ArchPool
+from rnas.search.rounds import RoundsConfig, fresh_cells_rng, rank_final_pool, search_metrics, search_rounds, write_search
 from rnas.strategies.rnas import TRACE_COLUMNS
 from rnas.judging.truth import reference_cells
 

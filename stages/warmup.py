@@ -6,7 +6,7 @@ import pandas as pd
 
 from rnas.artifacts import atomic_dir, write_json
 from rnas.pipeline import prepared_dir, report_blind_search, require_inputs, stage_main
-from rnas.pool import ArchPool
+from rnas.search.pool import ArchPool
 
 
 @stage_main("warmup", distributed=True)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from rnas.pool import BLIND_SPREAD, ArchPool
+from rnas.search.pool import BLIND_SPREAD, ArchPool
 from rnas.spaces import get_space
 from rnas.tasks.base import Supernet
 from rnas.tracking import BLIND_SEARCH_TAG, PIPELINE_KEY_TAG

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rnas.config import ConfigError, from_dict
-from rnas.controller import (ControllerConfig, ControllerTrainConfig, build_controller,
-                             evaluate_controller, normalise_targets, train_controller)
+from rnas.search.controller import (ControllerConfig, ControllerTrainConfig, build_controller,
+                                    evaluate_controller, normalise_targets, train_controller)
 from rnas.judging.rank_stats import kendall_tau
 from rnas.spaces import get_space
 

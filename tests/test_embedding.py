@@ -1,4 +1,4 @@
-"""Fitting the controller to a scored pool (rnas.embedding), without the embed stage."""
+"""Fitting the controller to a scored pool (rnas.search.embedding), without the embed stage."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from rnas.controller import ControllerConfig, ControllerTrainConfig, build_controller, normalise_targets
-from rnas.embedding import fit_embedding, holdout_split, in_score_units, tau_caveat
-from rnas.pool import ArchPool
+from rnas.search.controller import ControllerConfig, ControllerTrainConfig, build_controller, normalise_targets
+from rnas.search.embedding import fit_embedding, holdout_split, in_score_units, tau_caveat
+from rnas.search.pool import ArchPool
 from rnas.spaces.nb201 import NB201Space
 
 SPACE = NB201Space()

@@ -472,7 +472,7 @@ def test_artifacts_are_written_with_the_umask_mode(tmp_path):
 
 
 def test_pool_columns_keep_their_order():
-    from rnas.pool import ArchPool
+    from rnas.search.pool import ArchPool
     from rnas.spaces.nb201 import NB201Space
 
     space = NB201Space()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnas.config import ConfigError, from_dict
-from rnas.controller import normalise_targets
+from rnas.search.controller import normalise_targets
 from rnas.spaces import get_space
 from rnas.strategies import Observation, available_strategies, make_strategy
 from rnas.strategies.rnas import MRASConfig, effective_sample_size, mras_search, temper

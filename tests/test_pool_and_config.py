@@ -7,7 +7,7 @@ import pytest
 
 from rnas.config import ConfigError, from_dict, require
 from rnas.tasks.image import ImageParams
-from rnas.pool import ArchPool
+from rnas.search.pool import ArchPool
 from rnas.spaces import get_space
 
 

@@ -1,4 +1,4 @@
-"""The combined ranking (rnas.ranking) on hand-computed cases, and the tuning/reporting protocol
+"""The combined ranking (rnas.search.ranking) on hand-computed cases, and the tuning/reporting protocol
 (rnas.judging.truth.Judging, reference_cells) that keeps settings off the reported numbers."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from rnas.judging.rank_stats import kendall_tau
 from rnas.export import build_network
 from rnas.networks.nb201 import NB201Config
 from rnas.tasks import parse_params
-from rnas.pool import ArchPool
-from rnas.ranking import (RANKING, RankingConfig, add_ranking, cell_seed, combined_scores, rank_percentiles,
-                          signal_scores)
-from rnas.rerank import candidates
+from rnas.search.pool import ArchPool
+from rnas.search.ranking import (RANKING, RankingConfig, add_ranking, cell_seed, combined_scores, rank_percentiles,
+                                 signal_scores)
+from rnas.search.rerank import candidates
 from rnas.spaces.nb201 import NB201Space
 from rnas.judging.truth import (FIRST_TUNING_SEED, MAX_REFERENCE_CELLS, Judging, TruthConfig, is_tuning_seed,
                         reference_cells)

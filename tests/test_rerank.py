@@ -1,10 +1,10 @@
-"""Re-ranking the search's best cells by a short stand-alone training (rnas.rerank, stages/rerank.py)."""
+"""Re-ranking the search's best cells by a short stand-alone training (rnas.search.rerank, stages/rerank.py)."""
 import pytest
 
 from rnas.config import ConfigError, from_dict
 from rnas.tasks.image import ImageParams
-from rnas.pool import ArchPool
-from rnas.rerank import MeasurementStore, candidates, rerank, winner
+from rnas.search.pool import ArchPool
+from rnas.search.rerank import MeasurementStore, candidates, rerank, winner
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks import get_task
 

@@ -1,14 +1,14 @@
-"""The search rounds (rnas.search) without DVC: a stand-in supernet whose score is known per cell."""
+"""The search rounds (rnas.search.rounds) without DVC: a stand-in supernet whose score is known per cell."""
 from __future__ import annotations
 
 import math
 import random
 import statistics
 
-from rnas.pool import ArchPool
-from rnas.ranking import RANKING, RankingConfig
-from rnas.search import (FRESH_CELLS_SEED_OFFSET, RoundsConfig, fresh_cells_rng, rank_final_pool, rank_pools,
-                         rescore, screen, search_rounds)
+from rnas.search.pool import ArchPool
+from rnas.search.ranking import RANKING, RankingConfig
+from rnas.search.rounds import (FRESH_CELLS_SEED_OFFSET, RoundsConfig, fresh_cells_rng, rank_final_pool, rank_pools,
+                                rescore, screen, search_rounds)
 from rnas.spaces.nb201 import NB201Space
 from rnas.strategies import make_strategy
 from rnas.strategies.base import Observation, SearchStrategy

@@ -13,8 +13,8 @@ import torch
 from rnas.judging.benchmark import parse_args
 from rnas.judging.table_search import BenchmarkConfig, Budget, TableSpec, run_benchmark
 from rnas.config import ConfigError, from_dict
-from rnas.controller import (ControllerConfig, ControllerTrainConfig, build_controller, evaluate_controller,
-                             normalise_targets, random_tokens, train_controller)
+from rnas.search.controller import (ControllerConfig, ControllerTrainConfig, build_controller, evaluate_controller,
+                                    normalise_targets, random_tokens, train_controller)
 from rnas.spaces import get_space
 from rnas.strategies import Observation, make_strategy
 from rnas.strategies.rnas import latent_objective

@@ -1,4 +1,4 @@
-"""The zero-cost signals (rnas.signals) against numbers worked out by hand on tiny networks."""
+"""The zero-cost signals (rnas.search.signals) against numbers worked out by hand on tiny networks."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ from torch import nn
 from rnas.networks.nb201 import NB201Config
 from rnas.networks.nb201 import NetworkNB201
 from rnas.networks.ops import ReLUConv2d
-from rnas.signals import SIGNALS, flops, grad_norm, naswot, params, score_networks, snip, synflow
+from rnas.search.signals import SIGNALS, flops, grad_norm, naswot, params, score_networks, snip, synflow
 from rnas.spaces.nb201 import BEST_CIFAR10_CELL, NB201Space
 
 W1 = [[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]

@@ -17,7 +17,7 @@ from rnas.config import ConfigError
 from rnas.judging.rank_stats import kendall_tau
 from rnas.judging.oracle import TableOracle
 from rnas.tasks import parse_params
-from rnas.ranking import combined_scores
+from rnas.search.ranking import combined_scores
 from rnas.spaces.nb201 import OPS, NB201Space
 from rnas.judging.rank_stats import precision_at_top
 from rnas.judging.truth import TruthConfig, judge, load_truth, percentile, ranking, reference_cells

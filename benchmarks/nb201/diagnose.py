@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from rnas.judging.table_search import Budget, TableSpec, search
-from rnas.controller import evaluate_controller
+from rnas.search.controller import evaluate_controller
 from rnas.judging.rank_stats import kendall_tau
 from rnas.judging.oracle import TableOracle
 from rnas.spaces.base import Arch

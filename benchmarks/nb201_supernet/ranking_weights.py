@@ -7,7 +7,7 @@ Each RUN_DIR is a project (or experiment) folder whose pipeline ran with a tunin
 and with every signal in ``search.ranking.signals``: its ``artifacts/sample/reference.csv`` holds the
 supernet's score and each signal of the tuning reference cells. For every weighting on a grid
 (the supernet's weight 0-3, each signal's 0 or 1), the weighted rank ensemble
-(rnas.ranking.combined_scores) of each run's reference cells is judged against the table's
+(rnas.search.ranking.combined_scores) of each run's reference cells is judged against the table's
 validation column. Prints one JSON line per weighting, best mean Kendall tau first. A run of a
 reported seed is refused: its cells and its column are for reporting, never for choosing.
 """
@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 
 from benchmarks.nb201_supernet.tuning_run import runs_arguments, tuning_oracle
-from rnas.ranking import SIGNAL_PREFIX, SUPERNET, combined_scores
+from rnas.search.ranking import SIGNAL_PREFIX, SUPERNET, combined_scores
 from rnas.spaces.nb201 import NB201Space
 from rnas.judging.truth import ranking, true_accuracies
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from benchmarks.nb201_supernet.tuning_run import runs_arguments, tuning_oracle
 from rnas.judging.rank_stats import kendall_tau
-from rnas.ranking import rank_percentiles
+from rnas.search.ranking import rank_percentiles
 from rnas.spaces.nb201 import NB201Space
 from rnas.judging.truth import true_accuracies
 

@@ -12,8 +12,8 @@ from typing import ClassVar, Iterator, Sequence
 import torch
 
 from rnas.config import require
-from rnas.controller import (ControllerConfig, ControllerTrainConfig, build_controller, normalise_targets,
-                             train_controller)
+from rnas.search.controller import (ControllerConfig, ControllerTrainConfig, build_controller, normalise_targets,
+                                    train_controller)
 from rnas.spaces.base import Arch, SearchSpace
 
 

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from rnas.config import require
-from rnas.controller import Controller
+from rnas.search.controller import Controller
 from rnas.strategies.base import LatentSearchConfig, LatentSearchStrategy
 
 

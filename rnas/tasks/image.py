@@ -18,7 +18,7 @@ from rnas.networks.child_cnn import ChildConfig
 from rnas.networks import SUPERNETS, NB201Config
 from rnas.networks.supernet_cnn import SupernetConfig
 from rnas.params import DataParams, PipelineParams, RetrainParams, WarmupParams
-from rnas.ranking import signal_scores
+from rnas.search.ranking import signal_scores
 from rnas.tasks.base import Evaluation, Objective, Retrained, Supernet, Task
 from rnas.training.child import ChildTrainConfig, child_batches, train_child
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MRAS, NAO, BASE = "rnas/strategies/rnas.py", "rnas/strategies/nao.py", "rnas/strategies/base.py"
-CONTROLLER = "rnas/controller.py"
+CONTROLLER = "rnas/search/controller.py"
 LM = "rnas/training/language_model.py"
 MATH_TESTS = ["tests/test_mras.py", "tests/test_controller.py"]
 STRATEGY_TESTS = ["tests/test_search_options.py", "tests/test_mras.py"]
@@ -86,32 +86,32 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/strategies/local.py", "sorted(history, key=lambda o: -o.score)", "sorted(history, key=lambda o: o.score)")],
         STRATEGY_TESTS),
     "re-rank winner the worst validation score": (
-        [("rnas/rerank.py", 'return max(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))',
+        [("rnas/search/rerank.py", 'return max(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))',
           'return min(rows, key=lambda row: (row["validation_score"], -row["search_rank"]))')],
         ["tests/test_rerank.py"]),
     "re-rank candidates ignore the minimum distance": (
-        [("rnas/rerank.py", ">= min_distance for j in chosen)", ">= 0 for j in chosen)")], ["tests/test_rerank.py"]),
+        [("rnas/search/rerank.py", ">= min_distance for j in chosen)", ">= 0 for j in chosen)")], ["tests/test_rerank.py"]),
     "language model delivers the last epoch, not the best": (
         [(LM, '        self.model.load_state_dict(self.best["model"])\n', "")], ["tests/test_rnn.py"]),
     "language checkpoint forgets the best weights": (
         [(LM, '        self.best = state["best"]\n', "")], ["tests/test_rnn.py"]),
     "a blind supernet goes unreported": (
-        [("rnas/pool.py", "        if spread >= BLIND_SPREAD:\n", "        if True:\n")], ["tests/test_blind_search.py"]),
+        [("rnas/search/pool.py", "        if spread >= BLIND_SPREAD:\n", "        if True:\n")], ["tests/test_blind_search.py"]),
     "tau of a blind pool reported as a number": (
-        [("rnas/embedding.py", "    return {} if reason is None else", "    return {} if True else")],
+        [("rnas/search/embedding.py", "    return {} if reason is None else", "    return {} if True else")],
         ["tests/test_embedding.py", "tests/test_blind_search.py"]),
     "re-rank retrains cells an interrupted run measured": (
-        [("rnas/rerank.py", "        if i % ranks != rank or key in done:", "        if i % ranks != rank:")],
+        [("rnas/search/rerank.py", "        if i % ranks != rank or key in done:", "        if i % ranks != rank:")],
         ["tests/test_rerank.py"]),
     "a signal's sign inverted (naswot: lower is better)": (
-        [("rnas/signals.py", "    return torch.linalg.slogdet(activations.kernel).logabsdet.item()",
+        [("rnas/search/signals.py", "    return torch.linalg.slogdet(activations.kernel).logabsdet.item()",
           "    return -torch.linalg.slogdet(activations.kernel).logabsdet.item()")], ["tests/test_signals.py"]),
     "the combined ranking ignores a member": (
-        [("rnas/ranking.py", "ranked = {name: w for name, w in weights.items() if w > 0}",
+        [("rnas/search/ranking.py", "ranked = {name: w for name, w in weights.items() if w > 0}",
           "ranked = dict(list({name: w for name, w in weights.items() if w > 0}.items())[:1])")],
         ["tests/test_ranking.py"]),
     "the combined ranking ranks values, not percentiles": (
-        [("rnas/ranking.py", "percentiles = {name: rank_percentiles(members[name]) for name in ranked}",
+        [("rnas/search/ranking.py", "percentiles = {name: rank_percentiles(members[name]) for name in ranked}",
           "percentiles = {name: list(members[name]) for name in ranked}")], ["tests/test_ranking.py"]),
     "a tuning run judged on the report column": (
         [("rnas/judging/truth.py", 'return cls("tune", cfg.select_col) if is_tuning_seed(seed)',
@@ -123,7 +123,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/tasks/image.py", '        train = load_split(data, "train")\n', '        train = load_split(data, "valid")\n')],
         ["tests/test_ranking.py"]),
     "a cell's signals depend on the cells scored before it": (
-        [("rnas/ranking.py", "            torch.manual_seed(cell_seed(seed, arch))\n", "")], ["tests/test_ranking.py"]),
+        [("rnas/search/ranking.py", "            torch.manual_seed(cell_seed(seed, arch))\n", "")], ["tests/test_ranking.py"]),
     "precision@top breaks ties by the cells' order": (
         [("rnas/judging/rank_stats.py", "    return sum(p * q for p, q in zip(top_membership(scores, k), top_membership(truth, k))) / k",
           "    top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:k])  # noqa: E731\n"
@@ -135,10 +135,10 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("stages/rerank.py", "train=dataclasses.asdict(train),\n                           seed=p.seed)",
           "train=dataclasses.asdict(train))")], ["tests/test_rerank.py"]),
     "a round rescores nothing after the supernet trained": (
-        [("rnas/search.py", "            pool.scores = rescore(supernet, pool, f\"round {round_}\", trained)",
+        [("rnas/search/rounds.py", "            pool.scores = rescore(supernet, pool, f\"round {round_}\", trained)",
           "            pool.scores = rescore(supernet, pool, f\"round {round_}\", False)")], ["tests/test_search.py"]),
     "a stage's dvc.yaml deps miss a module it imports": (
-        [("dvc.yaml", "rnas/ranking.py, rnas/search.py, ", "rnas/ranking.py, ")], ["tests/test_dvc_deps.py"]),
+        [("dvc.yaml", "rnas/search/ranking.py, rnas/search/rounds.py, ", "rnas/search/ranking.py, ")], ["tests/test_dvc_deps.py"]),
     "runs of other hosts never die by their heartbeat": (
         [("rnas/tracking/liveness.py", "        return not beat.isdigit() or now_ms() - int(beat) <= timeout_seconds * 1000",
           "        return True")], ["tests/test_tracking.py"]),
@@ -146,7 +146,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/tracking/liveness.py", "        while not self._stop.wait(self._seconds):", "        while False:")],
         ["tests/test_tracking.py"]),
     "rerank ranks each train every candidate": (
-        [("rnas/rerank.py", "        if i % ranks != rank or key in done:", "        if key in done:")],
+        [("rnas/search/rerank.py", "        if i % ranks != rank or key in done:", "        if key in done:")],
         ["tests/test_rerank.py"]),
     "a params default differs from conf/": (
         [("rnas/params.py", "    pool_size: int = 100\n", "    pool_size: int = 1000\n")], ["tests/test_pipeline.py"]),

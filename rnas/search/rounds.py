@@ -4,7 +4,7 @@
 ``n_new`` cells (RNAS: MRAS in the embedding), keep the best of the old pool, add ``n_random`` fresh
 random cells, and train the supernet on the new pool. ``rank_final_pool`` then scores the final pool
 (and screened random cells, and the reference cells) with the supernet and the cheap signals, and
-orders them by the combined ranking (rnas.ranking). The supernet and the signals come in as
+orders them by the combined ranking (rnas.search.ranking). The supernet and the signals come in as
 arguments, so tests drive the loop with stand-ins.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Callable, Protocol, Sequence
 
 import pandas as pd
 
-from rnas.pool import ArchPool
-from rnas.ranking import RANKING, RankingConfig, add_ranking
+from rnas.search.pool import ArchPool
+from rnas.search.ranking import RANKING, RankingConfig, add_ranking
 from rnas.spaces.base import Arch
 from rnas.strategies.base import SearchStrategy
 
@@ -165,7 +165,7 @@ def write_search(out: Path, record: SearchRecord, ranked: RankedPools, trace_col
 
 def rank_pools(pools: Sequence[ArchPool], signals: Callable[[list[str]], dict[str, list[float]]],
                names: Sequence[str], weights: dict[str, float]) -> None:
-    """Add the signals ``names`` and the combined ranking (rnas.ranking.add_ranking) to each pool.
+    """Add the signals ``names`` and the combined ranking (rnas.search.ranking.add_ranking) to each pool.
     ``signals(archs)`` computes them for space strings, called once for all pools' distinct cells."""
     archs = list(dict.fromkeys(pool.space.to_str(a) for pool in pools for a in pool.archs))
     values = signals(archs) if names and archs else {}

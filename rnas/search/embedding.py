@@ -10,8 +10,8 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from rnas.controller import Controller, ControllerTrainConfig, evaluate_controller, normalise_targets, train_controller
-from rnas.pool import BLIND_SPREAD, ArchPool
+from rnas.search.controller import Controller, ControllerTrainConfig, evaluate_controller, normalise_targets, train_controller
+from rnas.search.pool import BLIND_SPREAD, ArchPool
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from rnas.artifacts import read_json, write_json
-from rnas.pool import ArchPool
-from rnas.ranking import RANKING
+from rnas.search.pool import ArchPool
+from rnas.search.ranking import RANKING
 from rnas.spaces import SearchSpace
 
 #: arch string -> the record of its short training's delivered epoch (``validation_score``: higher is better)

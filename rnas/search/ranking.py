@@ -1,6 +1,6 @@
 """One ranking of cells from several kinds of evidence: the supernet's score and cheap signals.
 
-The supernet and the zero-cost signals (``rnas.signals``) are all noisy evidence about the same
+The supernet and the zero-cost signals (``rnas.search.signals``) are all noisy evidence about the same
 cells, and each errs differently: a weight-sharing supernet over-ranks small cells that its
 uniform path sampling trains most, a parameter count cannot tell two cells of one size apart.
 ``combined_scores`` is a weighted rank ensemble: each member's values become rank percentiles
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from rnas.config import require
-from rnas.pool import ArchPool
-from rnas.signals import SIGNALS, score_networks
+from rnas.search.pool import ArchPool
+from rnas.search.signals import SIGNALS, score_networks
 
 #: the member that is the supernet's own score
 SUPERNET = "supernet"
@@ -36,7 +36,7 @@ RANKING, SIGNAL_PREFIX = "ranking", "signal_"
 @dataclass
 class RankingConfig:
     """``search.ranking``: which cheap signals the search computes and how its ranking combines them."""
-    #: zero-cost signals (rnas.signals: params, flops, synflow, naswot, grad_norm, snip) computed for
+    #: zero-cost signals (rnas.search.signals: params, flops, synflow, naswot, grad_norm, snip) computed for
     #: the final pool and the reference cells, on one batch of the search data's training split
     signals: list[str] = field(default_factory=list)
     #: the ranking's members (``supernet`` and any of ``signals``) and their weights; a signal of weight
