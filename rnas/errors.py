@@ -27,6 +27,10 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be used as it is; the message names the file or the parameter pointing to it."""
 
 
+class TrackingError(UserError):
+    """The tracking store (an MLflow server) does not answer; the message names its URI and what to do."""
+
+
 class ArtifactError(UserError, ValueError):
     """A file a stage or command reads (model, checkpoint, pool, table) that is missing, unreadable or
     inconsistent; the message names the file and how to make it again."""

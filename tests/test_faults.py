@@ -144,6 +144,9 @@ CASES = [
     Case("zero batch size", stage("check"), "retrain.train.batch_size", {"retrain.train.batch_size": 0}),
     Case("params not yaml", stage("check"), "params.yaml", setup=write("params.yaml", b"seed: [1\n")),
     Case("params before work", stage("warmup"), "evaluate.batch_size", {"evaluate.batch_size": 0}),
+    # the tracking server: down when the stage starts (nothing listens on port 9 here)
+    Case("tracking server down", stage("warmup"), "tracking store http://127.0.0.1:9",
+         {"tracking.enabled": True, "tracking.uri": "http://127.0.0.1:9"}, artifacts=("data",)),
     # image data
     Case("empty image folder", stage("prepare"), "data.search.root", DATA, lambda f: (f / "input").mkdir()),
     Case("corrupt jpeg", stage("prepare"), "dog/1.jpg", DATA,

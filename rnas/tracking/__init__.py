@@ -56,6 +56,12 @@ Concurrency
     with exponential backoff when SQLite still reports "database is locked". The metrics of
     one ``log_metrics`` call go in one ``log_batch`` write.
 
+A tracking server (an ``http(s)://`` store)
+    is asked for ``/health`` before a stage's work: one that does not answer stops the stage in one
+    line naming it. Its HTTP calls are retried for about 15 s, not minutes (``HTTP_RETRY_DEFAULTS``,
+    unless the environment sets them); a server that stops answering during a stage fails the stage
+    in one line, its checkpoints kept (docs/team.md says why it fails rather than buffers).
+
 Modules: ``store`` (where the store is, its lock, retries), ``runs`` (tags, limits, batched
 writes), ``identity`` (which pipeline run), ``liveness`` (runs of ended processes), ``stage_run``.
 """

@@ -14,7 +14,9 @@ from rnas.tracking.liveness import Heartbeat, close_runs_of_dead_processes, owne
 from rnas.tracking.runs import (END_REASON_TAG, MAX_PARAM_LENGTH, OUTPUT_TAG, PARENT_RUN_TAG, PIPELINE_KEY_TAG,
                                 REUSED_TAG_PREFIX, SECONDS_PREFIX, STAGE_TAG, SUMMARY_TAG, SUMMARY_TAGS_TAG,
                                 SUPERSEDED_TAG, TOTAL_SECONDS, flatten_params, log_metrics, log_params, set_tags)
-from rnas.tracking.store import TrackingConfig, now_ms, retry_locked, sqlite_path, store_lock, tracking_uri
+from rnas.errors import TrackingError
+from rnas.tracking.store import (TrackingConfig, is_server, now_ms, require_server, retry_locked, server_silence,
+                                 sqlite_path, store_lock, tracking_uri)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -85,7 +87,10 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
     stages before this one, by stage; those written by a run of another parent (DVC reused them
     from its cache) are linked to this one. When the block raises,
     the stage run and the parent are marked FAILED (KILLED on Ctrl-C or SIGTERM) and the error
-    propagates.
+    propagates. A tracking server that does not answer is a ``TrackingError`` before the block runs;
+    one that stops answering while it runs fails the stage with a ``TrackingError``: the block's
+    checkpoints stay, so a rerun resumes, and the run is left to be marked KILLED by its heartbeat's
+    age. Failing, rather than finishing untracked, keeps DVC's record and MLflow's from disagreeing.
     """
     if not cfg.enabled:
         yield StageRun()
@@ -94,6 +99,8 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
 
     project_root = Path(project_root)
     uri = tracking_uri(cfg, project_root)
+    if is_server(uri):
+        require_server(uri)
     pipeline = PipelineIdentity.of(project_root)
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
@@ -104,7 +111,7 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
         run_id = retry_locked(client.create_run, experiment_id, tags=tags, run_name=stage).info.run_id
         _supersede_earlier_runs(client, experiment_id, parent_id, stage, run_id, cfg.heartbeat_timeout_seconds)
     run = StageRun(client, run_id, parent_id)
-    status, reason = "FAILED", None
+    status, reason, store_gone = "FAILED", None, False
     try:
         with _sigterm_raises(), Heartbeat(client, run_id, cfg.heartbeat_seconds):
             flat = flatten_params(params)
@@ -121,13 +128,24 @@ def stage_run(stage: str, cfg: TrackingConfig, project_root: Path, params: dict,
         raise
     except BaseException as error:
         reason = f"{type(error).__name__}: {error}"
+        why = server_silence(uri) if is_server(uri) else None
+        if why is not None:
+            store_gone = True
+            raise TrackingError(f"tracking store {uri} stopped answering during stage {stage} ({why}); start the "
+                                "server again and rerun: a stage that checkpoints (rerank, retrain) resumes") from None
         raise
     finally:
-        _update_total_seconds(client, parent_id)
-        for target in (run_id, parent_id):
-            if reason is not None:
-                set_tags(client, target, {END_REASON_TAG: f"{stage}: {reason}"[:MAX_PARAM_LENGTH]})
-            retry_locked(client.set_terminated, target, status, now_ms())
+        if not store_gone:
+            _close(client, stage, (run_id, parent_id), status, reason)
+
+
+def _close(client: MlflowClient, stage: str, runs: tuple[str, str], status: str, reason: str | None) -> None:
+    """End the stage's run and its parent with ``status``, tagged with ``reason`` if there is one."""
+    _update_total_seconds(client, runs[1])
+    for target in runs:
+        if reason is not None:
+            set_tags(client, target, {END_REASON_TAG: f"{stage}: {reason}"[:MAX_PARAM_LENGTH]})
+        retry_locked(client.set_terminated, target, status, now_ms())
 
 
 def _link_reused(client: MlflowClient, experiment_id: str, parent_id: str, stage: str,

@@ -7,18 +7,26 @@ import os
 import random
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from rnas.config import require
+from rnas.errors import TrackingError
 
 T = TypeVar("T")
 
 LOCK_RETRIES = 12
 LOCK_BACKOFF_S = 0.05
 LOCK_BACKOFF_CAP_S = 5.0
+#: MLflow's HTTP retries for a stage, unless the environment sets them: a server that is down fails
+#: the stage after about 15 s of tries (1 + 2 + 4 + 8 s), not after MLflow's default of minutes
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+SERVER_CHECK_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -59,6 +67,31 @@ def tracking_uri(cfg: TrackingConfig, project_root: Path) -> str:
     if database is not None and not database.is_absolute():
         return f"sqlite:///{root / database}"
     return uri
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def server_silence(uri: str) -> str | None:
+    """None when a server answers at ``uri`` (if only to refuse the request), else why it does not."""
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_CHECK_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+    return None
+
+
+def require_server(uri: str) -> None:
+    """Before any work: a tracking server that does not answer is one line naming its URI."""
+    for variable, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
+    why = server_silence(uri)
+    if why is not None:
+        raise TrackingError(f"tracking store {uri} (tracking.uri or MLFLOW_TRACKING_URI): no MLflow server answers "
+                            f"({why}); start it (scripts/tracking-server.sh start), or set tracking.enabled: false")
 
 
 def sqlite_path(uri: str) -> Path | None:

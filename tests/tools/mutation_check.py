@@ -138,7 +138,7 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/search/rounds.py", "            pool.scores = rescore(supernet, pool, f\"round {round_}\", trained)",
           "            pool.scores = rescore(supernet, pool, f\"round {round_}\", False)")], ["tests/test_search.py"]),
     "a stage's dvc.yaml deps miss a module it imports": (
-        [("dvc.yaml", "rnas/search/ranking.py, rnas/search/rounds.py, ", "rnas/search/ranking.py, ")], ["tests/test_dvc_deps.py"]),
+        [("dvc.yaml", "           rnas/search/rounds.py, rnas/search/signals.py,", "           rnas/search/signals.py,")], ["tests/test_dvc_deps.py"]),
     "runs of other hosts never die by their heartbeat": (
         [("rnas/tracking/liveness.py", "        return not beat.isdigit() or now_ms() - int(beat) <= timeout_seconds * 1000",
           "        return True")], ["tests/test_tracking.py"]),
@@ -148,6 +148,14 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "rerank ranks each train every candidate": (
         [("rnas/search/rerank.py", "        if i % ranks != rank or key in done:", "        if key in done:")],
         ["tests/test_rerank.py"]),
+    "a tracking server that does not answer is not checked before work": (
+        [("rnas/tracking/stage_run.py", "    if is_server(uri):\n        require_server(uri)\n", "")],
+        ["tests/test_faults.py"]),
+    "an exposed tracking server starts without credentials": (
+        [("scripts/tracking-server.sh", "    exposed || return 0\n", "    return 0\n")], ["tests/test_server.py"]),
+    "a NB201 network takes the NAO network's settings": (
+        [("rnas/tasks/image.py", '    params = {"nao_cnn": ImageParams, "nb201": NB201Params}',
+          '    params = {"nao_cnn": ImageParams, "nb201": ImageParams}')], ["tests/test_pipeline.py"]),
     "a params default differs from conf/": (
         [("rnas/params.py", "    pool_size: int = 100\n", "    pool_size: int = 1000\n")], ["tests/test_pipeline.py"]),
 }
