@@ -407,3 +407,23 @@ def test_a_stage_run_beats_while_it_runs(tmp_path):
         first = int(client.get_run(run.run_id).data.tags[HEARTBEAT_TAG])
         time.sleep(1.0)
         assert int(client.get_run(run.run_id).data.tags[HEARTBEAT_TAG]) >= first + 200
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_stage_before_its_work(tmp_path, monkeypatch):
+    import socket
+
+    from rnas.errors import TrackingError
+    from rnas.tracking import TrackingConfig, stage_run
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_"))}
+    monkeypatch.setattr(os, "environ", environ)  # what the stage sets stays in this test
+    ran = []
+    with pytest.raises(TrackingError) as error:
+        with stage_run("warmup", TrackingConfig(uri=uri), tmp_path, {}):
+            ran.append(True)
+    assert not ran
+    assert str(error.value).startswith(f"tracking store {uri} (tracking.uri or MLFLOW_TRACKING_URI): no MLflow server "
+                                       "answers (")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"  # bounded retries for what follows
