@@ -8,7 +8,8 @@ Rows (one value per seed; the found cell's true test accuracy, and the ranking's
   ``artifacts/evaluate/metrics.json`` as ``seed<K>.json``): LABEL itself (``truth_found_acc``,
   ``truth_ranking_kendall_tau``); "LABEL without short trainings", the ranking's own pick in the final
   pool (``truth_ranked_pool_pick_acc``); "supernet alone, no short trainings", the supernet's pick
-  (``truth_pool_pick_acc``, ``truth_supernet_kendall_tau``);
+  (``truth_pool_pick_acc``, ``truth_supernet_kendall_tau``); the last two for the first LABEL only
+  (later labels, such as an earlier setting rerun on the same supernets, add their own row);
 - from ``benchmarks/signals_nb201.py --random`` lines (``--signals``): each signal, and the
   ``--ensembles`` of signals, picking the best-scored of the same random cells, with no training;
 - from ``standalone.py --random --budget-cpu-seconds`` tables (``--baseline``, one CSV per seed, named
@@ -49,7 +50,7 @@ def seed_of(path: str) -> int:
     return int(match.group(1))
 
 
-def run_rows(label: str, folder: Path) -> dict[str, dict[int, tuple[float, float]]]:
+def run_rows(label: str, folder: Path, parts: bool) -> dict[str, dict[int, tuple[float, float]]]:
     rows: dict[str, dict[int, tuple[float, float]]] = {label: {}, f"{label} without short trainings": {},
                                                        "supernet alone, no short trainings": {}}
     for path in sorted(folder.glob("seed*.json")):
@@ -62,7 +63,7 @@ def run_rows(label: str, folder: Path) -> dict[str, dict[int, tuple[float, float
                                                          metrics["truth_ranking_kendall_tau"])
         rows["supernet alone, no short trainings"][seed] = (metrics["truth_pool_pick_acc"],
                                                            metrics["truth_supernet_kendall_tau"])
-    return rows
+    return rows if parts else {label: rows[label]}
 
 
 def signal_rows(path: Path, ensembles: list[str]) -> dict[str, dict[int, tuple[float, float]]]:
@@ -113,9 +114,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows: dict[str, dict[int, tuple[float, float]]] = {}
-    for spec in args.runs:
+    for i, spec in enumerate(args.runs):
         label, _, folder = spec.partition("=")
-        rows.update(run_rows(label, Path(folder)))
+        rows.update(run_rows(label, Path(folder), parts=i == 0))
     if args.signals:
         rows.update(signal_rows(args.signals, args.ensembles))
     if args.baseline:
