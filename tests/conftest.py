@@ -18,10 +18,23 @@ THREADS = int(os.environ.get(THREADS_ENV, "1"))
 
 COMPARE = {"<": operator.lt, ">": operator.gt}
 
+#: The modules that take longest, longest first (measured: docs/testing.md). `--dist loadscope` hands
+#: whole modules to the two workers in collection order (`--no-loadscope-reorder`, in pyproject.toml),
+#: so these start first and none of them is left to run alone at the end.
+LONGEST_FIRST = ("test_server.py", "test_experiments.py", "test_truth.py", "test_pipeline.py",
+                 "test_pipeline_rnn.py", "test_faults.py")
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "trained: asserts on the result of training (tests/tools/bound_margins.py)")
     config.addinivalue_line("markers", "slow: runs the pipeline or stage processes; `-m \"not slow\"` is the quick loop")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: each module keeps its own order
 
 
 @pytest.fixture(autouse=True)
