@@ -1,7 +1,7 @@
 """What each part of the NB201 search adds: found cell and ranking quality over reported seeds.
 
     python benchmarks/nb201_supernet/ablation.py --runs combination=runs/ \\
-        --signals signals_random1000.jsonl --baseline 'baseline_seed*.csv' --out ablation.csv
+        --signals signals_random1000.jsonl --baseline 'baseline_seed*.csv' [--baseline ...] --out ablation.csv
 
 Rows (one value per seed; the found cell's true test accuracy, and the ranking's Kendall tau):
 - from pipeline runs (``--runs LABEL=DIR``: DIR holds each reported run's
@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("--signals", type=Path, help="signals_nb201.py --random JSON lines")
     parser.add_argument("--ensembles", nargs="*", default=["params+synflow+naswot"],
                         help="ensembles of signals to report beside the single signals")
-    parser.add_argument("--baseline", help="glob of standalone.py --random CSVs, one per seed")
+    parser.add_argument("--baseline", action="append", default=[],
+                        help="glob of standalone.py --random CSVs, one per seed (repeat: one row per glob)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows: dict[str, dict[int, tuple[float, float]]] = {}
@@ -119,8 +120,8 @@ def main() -> None:
         rows.update(run_rows(label, Path(folder), parts=i == 0))
     if args.signals:
         rows.update(signal_rows(args.signals, args.ensembles))
-    if args.baseline:
-        rows.update(baseline_rows(args.baseline))
+    for pattern in args.baseline:
+        rows.update(baseline_rows(pattern))
     first = next(iter(rows.values()), {})
     reference = [first[s][0] for s in sorted(first)] if first else None
     table = [summarise(label, by_seed, None if i == 0 else reference) for i, (label, by_seed) in enumerate(rows.items())]
