@@ -30,7 +30,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs the pipeline or stage processes; `-m \"not slow\"` is the quick loop")
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
