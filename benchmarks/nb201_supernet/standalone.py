@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=100, help="trains the cells; 100 and up: a tuning seed")
+    parser.add_argument("--seed", type=int, default=100, help="the run's seed (100 and up: a tuning seed); it trains the cells")
+    parser.add_argument("--train-seed", type=int, help="trains the cells instead of --seed (rerank.repeats' other trainings)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     space, device = NB201Space(), torch.device("cpu")
@@ -81,13 +82,14 @@ def main() -> None:
     else:
         cells = reference_cells(space, args.cells, args.seed)
     child, cfg = child_and_recipe(args.channels, args.epochs)
-    env = RunEnv(space, device, args.seed, provenance={}, dist=DistributedContext(device=device))
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    env = RunEnv(space, device, train_seed, provenance={}, dist=DistributedContext(device=device))
     rows, checkpoint = [], Path(args.out).with_suffix(".ckpt")
     started = time.process_time()
     for arch, truth in zip(cells, true_accuracies(oracle, cells)):
         if args.budget_cpu_seconds is not None and time.process_time() - started >= args.budget_cpu_seconds:
             break
-        torch.manual_seed(args.seed)
+        torch.manual_seed(train_seed)
         start = time.process_time()
         history = ImageTask().retrain(env, space.to_str(arch), data, child=child, train=cfg, train_on_valid=False,
                                       checkpoint=checkpoint, fingerprint=space.to_str(arch)).history
