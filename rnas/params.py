@@ -118,11 +118,14 @@ class RerankParams:
     epochs: int = 10
     #: each candidate differs from every better-scored one in at least this many slots (1: the plain top)
     min_distance: int = 1
+    #: trainings per candidate, each from its own seed, ranked by their mean validation score
+    repeats: int = 1
 
     def check(self):
         require(self.top >= 0, "top", "must be >= 0 (0: keep the supernet's pick)")
         require(self.min_distance >= 1, "min_distance", "must be >= 1 (1: the plain top by supernet score)")
         require(self.epochs > 0, "epochs", "must be positive")
+        require(self.repeats >= 1, "repeats", "must be >= 1 (1: one training per candidate)")
 
 
 @dataclass(kw_only=True)

@@ -1,8 +1,9 @@
 """rerank: the search's top ``rerank.top`` cells (``rerank.min_distance`` slots apart) each trained from
 scratch for ``rerank.epochs`` with the retrain network and recipe, on the training split, and ranked
-by validation (rnas.search.rerank); the winner goes to retrain. ``rerank.top: 0`` passes the search's pick on.
+by validation (rnas.search.rerank; with ``rerank.repeats`` > 1 by the mean of that many trainings from
+different seeds); the winner goes to retrain. ``rerank.top: 0`` passes the search's pick on.
 
-Each cell is trained from the same seed, and kept in artifacts/rerank_state/ under a fingerprint of
+Each cell's first training is from the run's seed, and kept in artifacts/rerank_state/ under a fingerprint of
 the configuration (params, seed, data, code): an interrupted run resumes, another search on the same
 supernet trains only new cells, and with ``trainer.nproc`` > 1 (or under torchrun) each rank trains
 its share, with the same rows and winner for any number of ranks.
@@ -13,7 +14,8 @@ from rnas.artifacts import atomic_dir, read_json, write_json
 from rnas.pipeline import ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, stage_main
 from rnas.search.pool import ArchPool
 from rnas.search.ranking import RANKING
-from rnas.search.rerank import MeasurementStore, candidates, cell_id, outcome, rerank, summary, write_rows
+from rnas.search.rerank import (MeasurementStore, candidates, cell_id, outcome, repeat_seed, rerank, summary,
+                                training_key, write_rows)
 
 #: outside the stage's output folder (and not a DVC output): it survives reruns
 STATE = ARTIFACTS / "rerank_state"
@@ -23,7 +25,8 @@ CODE = code_deps("rerank")
 
 def measurement_fingerprint(p, data) -> str:
     """What a measurement depends on: the network and recipe (``retrain.child``, ``retrain.train`` for
-    ``rerank.epochs``), the seed, the prepared data and CODE; not which cells are candidates, nor how many."""
+    ``rerank.epochs``), the seed, the prepared data and CODE; not which cells are candidates, nor how many,
+    nor how many repeats (a training's key and seed say which repeat it is)."""
     train = dataclasses.replace(p.retrain.train, epochs=p.rerank.epochs)
     return run_fingerprint(data, CODE, child=dataclasses.asdict(p.retrain.child), train=dataclasses.asdict(train),
                            seed=p.seed)
@@ -38,13 +41,14 @@ def main(ctx):
     train = dataclasses.replace(p.retrain.train, epochs=k.epochs)
     store = MeasurementStore(STATE / "measured", measurement_fingerprint(p, data))
 
-    def measure(arch: str) -> dict:  # on each rank, a whole cell's training
-        return ctx.task.measure(ctx.env.alone(), arch, data, child=p.retrain.child, train=train,
-                                checkpoint=STATE / f"checkpoints/{cell_id(arch)}.pt",
-                                fingerprint=f"{store.fingerprint}:{arch}")
+    def measure(arch: str, repeat: int) -> dict:  # on each rank, a whole training
+        key = training_key(arch, repeat)
+        env = dataclasses.replace(ctx.env.alone(), seed=repeat_seed(p.seed, repeat))
+        return ctx.task.measure(env, arch, data, child=p.retrain.child, train=train,
+                                checkpoint=STATE / f"checkpoints/{cell_id(key)}.pt", fingerprint=f"{store.fingerprint}:{key}")
 
     rows = rerank(ctx.space, candidates(final, k.top, k.min_distance, by=final.columns.get(RANKING)), measure,
-                  store, shard=ctx.dist.shard)
+                  store, shard=ctx.dist.shard, repeats=k.repeats)
     if rows is None:  # another rank than 0: its cells are in the store
         return
     best, metrics = outcome(rows, read_json(ARTIFACTS / "sample/best.json"))

@@ -1,4 +1,5 @@
 """Params composition and the pipeline's error paths; the end-to-end `dvc repro` + experiments flow is tests/test_experiments.py."""
+import json
 import shutil
 import sys
 
@@ -127,7 +128,8 @@ def test_warmup_and_retrain_under_torchrun_match_one_process(project, tmp_path):
 
 @pytest.mark.slow
 def test_rerank_on_two_processes_trains_each_cell_once_and_picks_the_same_winner(project, tmp_path):
-    """trainer.nproc = 2: the ranks split rerank's candidates; rank 0 gathers the same rows as one process."""
+    """trainer.nproc = 2: the ranks split rerank's trainings (two per candidate, rerank.repeats); rank 0
+    gathers the same rows as one process. Each repeat trains from its own seed."""
     import pandas as pd
 
     run(["dvc", "repro", "sample"], project)
@@ -140,11 +142,17 @@ def test_rerank_on_two_processes_trains_each_cell_once_and_picks_the_same_winner
         params = yaml.safe_load((folder / "params.yaml").read_text())
         params.update(threads=1, device="cpu")
         params["trainer"]["nproc"] = nproc
-        params["rerank"].update(top=3, epochs=1)
+        params["rerank"].update(top=2, epochs=1, repeats=2)
         params["tracking"]["enabled"] = False
         (folder / "params.yaml").write_text(yaml.safe_dump(params))
         result = run([sys.executable, "-m", "stages.rerank"], folder)
         results[nproc] = pd.read_csv(folder / "artifacts/rerank/rerank.csv").drop(columns=["seconds"])
-        assert result.stderr.count(": training ") == 3  # each candidate trained once, on one of the ranks
+        assert result.stderr.count(": training ") == 4  # each training once, on one of the ranks
     assert "on rank 1/2" in result.stderr
     pd.testing.assert_frame_equal(results[1], results[2])
+    stored = [json.loads(f.read_text()) for f in (folder / "artifacts/rerank_state/measured").glob("*.json")]
+    loss = {e["arch"]: e["record"]["train_loss"] for e in stored}
+    for arch in results[2]["arch"]:  # the second training of a cell is not a copy of the first
+        assert loss[f"{arch}#1"] != loss[arch]
+    mean = (results[2]["validation_score_0"] + results[2]["validation_score_1"]) / 2
+    assert results[2]["validation_score"].tolist() == pytest.approx(mean.tolist())

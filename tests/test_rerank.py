@@ -4,7 +4,7 @@ import pytest
 from rnas.config import ConfigError, from_dict
 from rnas.tasks.image import ImageParams
 from rnas.search.pool import ArchPool
-from rnas.search.rerank import MeasurementStore, candidates, rerank, winner
+from rnas.search.rerank import MeasurementStore, candidates, mean_record, repeat_seed, rerank, training_key, winner
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks import get_task
 
@@ -23,7 +23,7 @@ VALIDATION = {CELLS[0]: 0.6, CELLS[1]: 0.4, CELLS[2]: 0.5}
 
 
 def recording_measure(measured):
-    def measure(arch):
+    def measure(arch, repeat=0):
         measured.append(arch)
         return {"validation_score": VALIDATION[arch], "valid_accuracy": VALIDATION[arch]}
     return measure
@@ -70,6 +70,58 @@ def test_rank_0_waits_for_the_cells_of_the_other_ranks(tmp_path):
     assert [r["arch"] for r in rows] == [CELLS[1], CELLS[2], CELLS[0]]
 
 
+#: per repeat: on its first training alone CELLS[2] wins (0.7); on the mean of two, CELLS[0] (0.6 vs 0.5)
+NOISY = {CELLS[0]: [0.6, 0.6], CELLS[1]: [0.4, 0.4], CELLS[2]: [0.7, 0.3]}
+
+
+def noisy_measure(measured):
+    def measure(arch, repeat):
+        measured.append((arch, repeat))
+        return {"validation_score": NOISY[arch][repeat], "train_loss": 1.0 + repeat}
+    return measure
+
+
+def test_repeats_train_each_candidate_from_each_seed_and_rank_by_the_mean(tmp_path):
+    store, measured = MeasurementStore(tmp_path / "measured", "f"), []
+    one = rerank(SPACE, scored_pool(), noisy_measure(measured), store)
+    assert measured == [(CELLS[1], 0), (CELLS[2], 0), (CELLS[0], 0)] and winner(one)["arch"] == CELLS[2]
+    measured.clear()
+    two = rerank(SPACE, scored_pool(), noisy_measure(measured), store, repeats=2)
+    assert measured == [(CELLS[1], 1), (CELLS[2], 1), (CELLS[0], 1)]  # the first trainings are reused
+    assert [(r["arch"], r["validation_score"], r["validation_score_0"], r["validation_score_1"], r["train_loss"])
+            for r in two] == [(CELLS[1], 0.4, 0.4, 0.4, 1.5), (CELLS[2], 0.5, 0.7, 0.3, 1.5),
+                              (CELLS[0], 0.6, 0.6, 0.6, 1.5)]
+    assert [r["reused"] for r in two] == [False] * 3  # each needed a new training
+    assert winner(two)["arch"] == CELLS[0]
+    assert sorted(store.load()) == sorted(training_key(c, r) for c in CELLS for r in (0, 1))
+
+
+def test_ranks_split_the_repeats_and_gather_the_same_rows(tmp_path):
+    alone, split = MeasurementStore(tmp_path / "alone", "f"), MeasurementStore(tmp_path / "split", "f")
+    rows_alone = rerank(SPACE, scored_pool(), noisy_measure([]), alone, repeats=2)
+    by_rank = {0: [], 1: []}
+    assert rerank(SPACE, scored_pool(), noisy_measure(by_rank[1]), split, shard=(1, 2), repeats=2) is None
+    rows_split = rerank(SPACE, scored_pool(), noisy_measure(by_rank[0]), split, shard=(0, 2), repeats=2)
+    assert by_rank == {0: [(c, 0) for c in (CELLS[1], CELLS[2], CELLS[0])],
+                       1: [(c, 1) for c in (CELLS[1], CELLS[2], CELLS[0])]}
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(rows_split) == drop(rows_alone)
+
+
+def test_the_mean_record_averages_values_and_sums_seconds():
+    records = [{"validation_score": 0.5, "valid_loss": 2.0, "seconds": 3.0},
+               {"validation_score": 0.7, "valid_loss": 1.0, "seconds": 4.0}]
+    assert mean_record(records) == {"validation_score": 0.6, "valid_loss": 1.5, "validation_score_0": 0.5,
+                                    "validation_score_1": 0.7, "seconds": 7.0}
+    assert mean_record(records[:1]) == records[0]  # one training: its record as it is
+
+
+def test_the_first_training_keeps_the_run_seed_and_key_and_the_others_get_their_own():
+    assert (repeat_seed(7, 0), repeat_seed(7, 1), repeat_seed(7, 2)) == (7, 1007, 2007)
+    assert training_key(CELLS[0], 0) == CELLS[0]
+    assert len({training_key(CELLS[0], r) for r in range(3)}) == 3
+
+
 def test_winner_ties_go_to_the_supernets_higher_rank():
     rows = [{"search_rank": 1, "validation_score": 0.5}, {"search_rank": 2, "validation_score": 0.7},
             {"search_rank": 3, "validation_score": 0.7}]
@@ -84,6 +136,7 @@ def test_validation_scores_are_higher_is_better_for_both_tasks():
 @pytest.mark.parametrize("data, message", [
     ({"rerank": {"top": -1}}, r"^rerank\.top: must be >= 0"),
     ({"rerank": {"epochs": 0}}, r"^rerank\.epochs: must be positive"),
+    ({"rerank": {"repeats": 0}}, r"^rerank\.repeats: must be >= 1"),
     ({"rerank": {"top": 1001}}, r"^rerank\.top: must be at most warmup\.pool_size"),
     ({"rerank": {"top": 2}, "data": {"search": {"valid_fraction": 0.0}}}, r"^rerank\.top: re-ranking needs a validation"),
 ])

@@ -5,6 +5,7 @@ of the top few is trained from scratch for a few epochs and the one with the bes
 wins. ``rerank`` keeps each measurement in a ``MeasurementStore`` as soon as it is made, so that an
 interrupted run resumes after its last finished cell and later runs reuse the measurements; with
 several ranks (processes, GPUs, machines) each trains its share of the cells and rank 0 gathers them.
+With ``repeats`` > 1 each cell is trained that many times from different seeds and ranked by the mean.
 """
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ from rnas.search.pool import ArchPool
 from rnas.search.ranking import RANKING
 from rnas.spaces import SearchSpace
 
-#: arch string -> the record of its short training's delivered epoch (``validation_score``: higher is better)
-Measure = Callable[[str], dict[str, Any]]
+#: (arch string, repeat) -> the record of that short training's delivered epoch (``validation_score``:
+#: higher is better)
+Measure = Callable[[str, int], dict[str, Any]]
+#: repeat r of a candidate trains with the run's seed + r * REPEAT_SEED_STEP
+REPEAT_SEED_STEP = 1000
 
 
 def candidates(pool: ArchPool, top: int, min_distance: int = 1, by: Sequence[float] | None = None) -> ArchPool:
@@ -42,41 +46,68 @@ def candidates(pool: ArchPool, top: int, min_distance: int = 1, by: Sequence[flo
 
 
 def rerank(space: SearchSpace, candidates: ArchPool, measure: Measure, store: MeasurementStore,
-           shard: tuple[int, int] = (0, 1), poll_seconds: float = 2.0) -> list[dict[str, Any]] | None:
-    """Measure this process's share of the candidates (``shard``: its rank and the number of ranks),
-    then, on rank 0, wait for the other ranks' and return one row per candidate in the order given
-    (``search_rank``): its supernet score, its combined ranking where the pool has one, what ``measure``
-    found, and whether an earlier run had measured it (``reused``). Other ranks return None.
+           shard: tuple[int, int] = (0, 1), poll_seconds: float = 2.0, repeats: int = 1) -> list[dict[str, Any]] | None:
+    """Measure this process's share of the candidates' trainings (``repeats`` per candidate, each from
+    its own seed; ``shard``: this process's rank and the number of ranks), then, on rank 0, wait for the
+    other ranks' and return one row per candidate in the order given (``search_rank``): its supernet
+    score, its combined ranking where the pool has one, what ``measure`` found (``mean_record`` of its
+    repeats), and whether an earlier run had measured it all (``reused``). Other ranks return None.
 
-    A cell's result does not depend on which rank measures it, so the rows are the same for any
+    A training's result does not depend on which rank measures it, so the rows are the same for any
     number of ranks, and a run interrupted with one number of ranks resumes with another."""
     keys = [space.to_str(arch) for arch in candidates.archs]
+    trainings = [(key, repeat) for key in keys for repeat in range(repeats)]
     earlier = store.load()
-    measure_share(keys, measure, store, shard, earlier)
+    measure_share(trainings, measure, store, shard, earlier)
     if shard[0] != 0:
         return None
-    measured = wait_for(store, keys, poll_seconds)
+    measured = wait_for(store, [training_key(*t) for t in trainings], poll_seconds)
     rows = []
     for rank, (key, score) in enumerate(zip(keys, candidates.scores), start=1):
         ranking = {RANKING: candidates.columns[RANKING][rank - 1]} if RANKING in candidates.columns else {}
-        rows.append({"search_rank": rank, "arch": key, "supernet_score": score, **ranking, **measured[key],
-                     "reused": key in earlier})
+        own = [training_key(key, repeat) for repeat in range(repeats)]
+        rows.append({"search_rank": rank, "arch": key, "supernet_score": score, **ranking,
+                     **mean_record([measured[k] for k in own]), "reused": all(k in earlier for k in own)})
     return rows
 
 
-def measure_share(keys: Sequence[str], measure: Measure, store: MeasurementStore, shard: tuple[int, int],
-                  done: dict[str, dict[str, Any]]) -> None:
-    """Measure the cells ``keys[rank::ranks]`` not in ``done`` (what ``store`` held), saving each to
-    ``store`` as it is done. The share is taken from all the candidates, not from those left, so that
-    ranks that start at different moments still split them the same way."""
+def training_key(arch: str, repeat: int) -> str:
+    """The store's key of a candidate's ``repeat``-th training: the cell itself for the first, so that
+    one training per candidate is stored as it always was, and a run with more repeats reuses it."""
+    return arch if repeat == 0 else f"{arch}#{repeat}"
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed of a candidate's ``repeat``-th training in a run of ``seed``."""
+    return seed + repeat * REPEAT_SEED_STEP
+
+
+def mean_record(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A candidate's measurement from its repeats' records: one record as it is; of several, the mean of
+    each value (``validation_score`` too: the mean ranks), the total ``seconds``, and each repeat's
+    ``validation_score_<r>``. Averaging repeats trades trainings for less seed noise in the ranking."""
+    if len(records) == 1:
+        return dict(records[0])
+    mean = {key: sum(r[key] for r in records) / len(records) for key in records[0] if key != "seconds"}
+    per_repeat = {f"validation_score_{r}": record["validation_score"] for r, record in enumerate(records)}
+    return {**mean, **per_repeat, "seconds": sum(r.get("seconds", 0.0) for r in records)}
+
+
+def measure_share(trainings: Sequence[tuple[str, int]], measure: Measure, store: MeasurementStore,
+                  shard: tuple[int, int], done: dict[str, dict[str, Any]]) -> None:
+    """Measure the trainings ``trainings[rank::ranks]`` (cell, repeat) not in ``done`` (what ``store``
+    held), saving each to ``store`` as it is done. The share is taken from all the trainings, not from
+    those left, so that ranks that start at different moments still split them the same way."""
     rank, ranks = shard
-    for i, key in enumerate(keys):
+    for i, (arch, repeat) in enumerate(trainings):
+        key = training_key(arch, repeat)
         if i % ranks != rank or key in done:
             continue
         where = f" on rank {rank}/{ranks}" if ranks > 1 else ""
-        print(f"[rerank] candidate {i + 1}/{len(keys)}{where}: training {key}", file=sys.stderr, flush=True)
+        which = f" (repeat {repeat + 1})" if repeat else ""
+        print(f"[rerank] {i + 1}/{len(trainings)}{where}: training {arch}{which}", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        store.save(key, {**measure(key), "seconds": time.perf_counter() - start})
+        store.save(key, {**measure(arch, repeat), "seconds": time.perf_counter() - start})
 
 
 def wait_for(store: MeasurementStore, keys: Sequence[str], poll_seconds: float) -> dict[str, dict[str, Any]]:
@@ -129,9 +160,10 @@ def summary(best: dict[str, Any], metrics: dict[str, Any], epochs: int) -> str:
 
 
 class MeasurementStore:
-    """Measurements in a folder, one JSON file per cell (``{fingerprint, arch, record}``), so that ranks
-    write theirs side by side: ``load`` returns those of this store's fingerprint (arch -> record),
-    and a file of another configuration is ignored (and replaced when its cell is measured again)."""
+    """Measurements in a folder, one JSON file per training (``{fingerprint, arch, record}``, ``arch``
+    its ``training_key``), so that ranks write theirs side by side: ``load`` returns those of this
+    store's fingerprint (key -> record), and a file of another configuration is ignored (and replaced
+    when its training is measured again)."""
 
     def __init__(self, folder: str | os.PathLike, fingerprint: str):
         self.folder, self.fingerprint = Path(folder), fingerprint
@@ -146,5 +178,5 @@ class MeasurementStore:
 
 
 def cell_id(arch: str) -> str:
-    """A file name for a cell's measurement and checkpoint."""
+    """A file name for a training's measurement and checkpoint (of its ``training_key``)."""
     return hashlib.sha256(arch.encode()).hexdigest()[:20]

@@ -103,6 +103,15 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "re-rank retrains cells an interrupted run measured": (
         [("rnas/search/rerank.py", "        if i % ranks != rank or key in done:", "        if i % ranks != rank:")],
         ["tests/test_rerank.py"]),
+    "re-rank repeats all train from the run's seed": (
+        [("stages/rerank.py", "seed=repeat_seed(p.seed, repeat)", "seed=p.seed")],
+        ["tests/test_pipeline.py::test_rerank_on_two_processes_trains_each_cell_once_and_picks_the_same_winner"]),
+    "re-rank ranks by the first training, not the mean of the repeats": (
+        [("rnas/search/rerank.py", "**mean_record([measured[k] for k in own])", "**mean_record([measured[own[0]]])")],
+        ["tests/test_rerank.py"]),
+    "re-rank repeats do not reuse one training a run measured": (
+        [("rnas/search/rerank.py", 'return arch if repeat == 0 else f"{arch}#{repeat}"', 'return f"{arch}#{repeat}"')],
+        ["tests/test_rerank.py"]),
     "a signal's sign inverted (naswot: lower is better)": (
         [("rnas/search/signals.py", "    return torch.linalg.slogdet(activations.kernel).logabsdet.item()",
           "    return -torch.linalg.slogdet(activations.kernel).logabsdet.item()")], ["tests/test_signals.py"]),
