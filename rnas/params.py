@@ -120,12 +120,16 @@ class RerankParams:
     min_distance: int = 1
     #: trainings per candidate, each from its own seed, ranked by their mean validation score
     repeats: int = 1
+    #: processes that share the trainings (each trains whole cells); None: trainer.nproc. Unlike
+    #: trainer.nproc it leaves warmup and retrain on one process (on a CPU: one per core)
+    processes: int | None = None
 
     def check(self):
         require(self.top >= 0, "top", "must be >= 0 (0: keep the supernet's pick)")
         require(self.min_distance >= 1, "min_distance", "must be >= 1 (1: the plain top by supernet score)")
         require(self.epochs > 0, "epochs", "must be positive")
         require(self.repeats >= 1, "repeats", "must be >= 1 (1: one training per candidate)")
+        require(self.processes is None or self.processes >= 1, "processes", "must be >= 1, or null for trainer.nproc")
 
 
 @dataclass(kw_only=True)

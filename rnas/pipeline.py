@@ -159,21 +159,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stage_main(name: str, distributed: bool = False) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
-    """Decorate a stage's body. ``distributed`` stages run in ``trainer.nproc`` processes when it is > 1:
-    the stage relaunches itself (``_run_ranks``), and only rank 0 tracks and writes artifacts."""
+def stage_main(name: str, distributed: bool = False, nproc: Callable[[Any], int] = lambda p: p.trainer.nproc
+               ) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
+    """Decorate a stage's body. ``distributed`` stages run in ``nproc(params)`` processes (by default
+    ``trainer.nproc``) when that is > 1: the stage relaunches itself (``_run_ranks``), and only rank 0
+    tracks and writes artifacts."""
     def decorate(body: Callable[[StageContext], None]) -> Callable[[], None]:
         @functools.wraps(body)
         def main() -> None:
-            raise SystemExit(run_command(lambda: _run_stage(name, body, distributed)))
+            raise SystemExit(run_command(lambda: _run_stage(name, body, distributed, nproc)))
         return main
     return decorate
 
 
-def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool) -> int:
+def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool, nproc: Callable[[Any], int]) -> int:
     params = load_params("params.yaml")
-    if distributed and params.trainer.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _run_ranks(name, params.trainer.nproc)
+    if distributed and nproc(params) > 1 and "LOCAL_RANK" not in os.environ:
+        return _run_ranks(name, nproc(params))
     if params.threads:
         torch.set_num_threads(params.threads)
     space = get_space(params.space)

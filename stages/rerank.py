@@ -5,8 +5,8 @@ different seeds); the winner goes to retrain. ``rerank.top: 0`` passes the searc
 
 Each cell's first training is from the run's seed, and kept in artifacts/rerank_state/ under a fingerprint of
 the configuration (params, seed, data, code): an interrupted run resumes, another search on the same
-supernet trains only new cells, and with ``trainer.nproc`` > 1 (or under torchrun) each rank trains
-its share, with the same rows and winner for any number of ranks.
+supernet trains only new cells, and with ``rerank.processes`` (or ``trainer.nproc``) > 1, or under
+torchrun, each rank trains its share, with the same rows and winner for any number of ranks.
 """
 import dataclasses
 
@@ -32,7 +32,12 @@ def measurement_fingerprint(p, data) -> str:
                            seed=p.seed)
 
 
-@stage_main("rerank", distributed=True)
+def processes(p) -> int:
+    """How many processes share the trainings: ``rerank.processes``, or else ``trainer.nproc``."""
+    return p.rerank.processes or p.trainer.nproc
+
+
+@stage_main("rerank", distributed=True, nproc=processes)
 def main(ctx):
     p, k = ctx.params, ctx.params.rerank
     data = prepared_dir(p, final=False)

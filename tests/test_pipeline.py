@@ -128,7 +128,7 @@ def test_warmup_and_retrain_under_torchrun_match_one_process(project, tmp_path):
 
 @pytest.mark.slow
 def test_rerank_on_two_processes_trains_each_cell_once_and_picks_the_same_winner(project, tmp_path):
-    """trainer.nproc = 2: the ranks split rerank's trainings (two per candidate, rerank.repeats); rank 0
+    """rerank.processes = 2: the ranks split rerank's trainings (two per candidate, rerank.repeats); rank 0
     gathers the same rows as one process. Each repeat trains from its own seed."""
     import pandas as pd
 
@@ -141,8 +141,7 @@ def test_rerank_on_two_processes_trains_each_cell_once_and_picks_the_same_winner
         shutil.copytree(project / "artifacts/sample", folder / "artifacts/sample")
         params = yaml.safe_load((folder / "params.yaml").read_text())
         params.update(threads=1, device="cpu")
-        params["trainer"]["nproc"] = nproc
-        params["rerank"].update(top=2, epochs=1, repeats=2)
+        params["rerank"].update(top=2, epochs=1, repeats=2, processes=nproc)
         params["tracking"]["enabled"] = False
         (folder / "params.yaml").write_text(yaml.safe_dump(params))
         result = run([sys.executable, "-m", "stages.rerank"], folder)

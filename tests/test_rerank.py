@@ -122,6 +122,14 @@ def test_the_first_training_keeps_the_run_seed_and_key_and_the_others_get_their_
     assert len({training_key(CELLS[0], r) for r in range(3)}) == 3
 
 
+def test_rerank_runs_on_its_own_processes_or_else_on_trainer_nproc():
+    from stages.rerank import processes
+
+    assert processes(from_dict(ImageParams, {"trainer": {"nproc": 2}})) == 2
+    assert processes(from_dict(ImageParams, {"trainer": {"nproc": 2}, "rerank": {"processes": 3}})) == 3
+    assert processes(from_dict(ImageParams, {"rerank": {"processes": 2}})) == 2
+
+
 def test_winner_ties_go_to_the_supernets_higher_rank():
     rows = [{"search_rank": 1, "validation_score": 0.5}, {"search_rank": 2, "validation_score": 0.7},
             {"search_rank": 3, "validation_score": 0.7}]
@@ -137,6 +145,7 @@ def test_validation_scores_are_higher_is_better_for_both_tasks():
     ({"rerank": {"top": -1}}, r"^rerank\.top: must be >= 0"),
     ({"rerank": {"epochs": 0}}, r"^rerank\.epochs: must be positive"),
     ({"rerank": {"repeats": 0}}, r"^rerank\.repeats: must be >= 1"),
+    ({"rerank": {"processes": 0}}, r"^rerank\.processes: must be >= 1"),
     ({"rerank": {"top": 1001}}, r"^rerank\.top: must be at most warmup\.pool_size"),
     ({"rerank": {"top": 2}, "data": {"search": {"valid_fraction": 0.0}}}, r"^rerank\.top: re-ranking needs a validation"),
 ])

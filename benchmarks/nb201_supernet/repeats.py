@@ -1,0 +1,81 @@
+"""Does ranking rerank's candidates by the mean of two trainings beat one training? On tuning runs only.
+
+    python benchmarks/nb201_supernet/repeats.py --table ../shared/data/nb201/cifar10.csv \
+        --set RUN_DIR FIRST.csv SECOND.csv [--set ...] > benchmarks/nb201_supernet/tuning/repeats.jsonl
+
+Each ``--set`` is a tuning run (a folder with its ``artifacts/sample/provenance.json``, whose seed must
+be a tuning seed) and two ``standalone.py --from-rerank`` files that trained the same candidates with
+two seeds (``--seed S`` and ``--train-seed S+1000``: rerank's repeats 0 and 1). Each rule ranks the
+candidates the two files share by their final validation accuracy (the first training's, the second's,
+or the mean: ``rerank.repeats: 2``); its pick's true accuracy on the table's validation column and its
+Kendall tau against that column are its result. Prints one JSON line per rule, then one with the
+Kendall tau between the two trainings (how far one seed's noise moves the ranking).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd
+
+from benchmarks.nb201_supernet.tuning_run import tuning_oracle
+from rnas.judging.rank_stats import kendall_tau
+from rnas.judging.truth import true_accuracies
+from rnas.spaces.nb201 import NB201Space
+
+
+def final_accuracy(path: Path) -> pd.Series:
+    """Each cell's validation accuracy after the file's last epoch, by arch."""
+    frame = pd.read_csv(path)
+    last = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
+    return frame.set_index("arch")[f"valid_acc_{last}"]
+
+
+def load_set(run: Path, first: Path, second: Path, table: str) -> tuple[int, pd.DataFrame]:
+    """The run's seed and a frame of the shared candidates (in the first file's order): ``first``,
+    ``second`` and ``truth`` (the table's tuning column)."""
+    oracle, seed = tuning_oracle(run, table, "rerank's repeats")
+    a, b = final_accuracy(first), final_accuracy(second)
+    frame = pd.DataFrame({"first": a, "second": b}).loc[[arch for arch in a.index if arch in b.index]]
+    if len(frame) < 2:
+        raise SystemExit(f"{first} and {second} share {len(frame)} cells; at least 2 are needed")
+    space = NB201Space()
+    frame["truth"] = true_accuracies(oracle, [space.from_str(arch) for arch in frame.index])
+    return seed, frame
+
+
+def rules(frame: pd.DataFrame) -> dict[str, list[float]]:
+    return {"one training (seed S)": frame["first"].tolist(), "one training (seed S+1000)": frame["second"].tolist(),
+            "mean of two trainings (rerank.repeats: 2)": ((frame["first"] + frame["second"]) / 2).tolist()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--set", nargs=3, action="append", required=True, type=Path, metavar=("RUN_DIR", "FIRST", "SECOND"))
+    args = parser.parse_args()
+    sets = [load_set(*paths, args.table) for paths in args.set]
+    seeds = [seed for seed, _ in sets]
+    for name in rules(sets[0][1]):
+        picks, taus = [], []
+        for _, frame in sets:
+            values = rules(frame)[name]
+            picks.append(float(frame["truth"].iloc[max(range(len(values)), key=lambda i: (values[i], -i))]))
+            taus.append(kendall_tau(values, frame["truth"].tolist()))
+        print(json.dumps({"rule": name, "seeds": seeds, "column": "valid_acc_200ep", "cells": [len(f) for _, f in sets],
+                          "pick_mean": round(statistics.mean(picks), 3), "pick": picks,
+                          "kendall_tau_mean": round(statistics.mean(taus), 3), "kendall_tau": [round(t, 3) for t in taus],
+                          "best": [float(f["truth"].max()) for _, f in sets]}))
+    agreement = [kendall_tau(f["first"].tolist(), f["second"].tolist()) for _, f in sets]
+    print(json.dumps({"between the two trainings": "kendall_tau", "seeds": seeds,
+                      "kendall_tau": [round(t, 3) for t in agreement], "mean": round(statistics.mean(agreement), 3)}))
+
+
+if __name__ == "__main__":
+    main()
