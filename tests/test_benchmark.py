@@ -315,3 +315,19 @@ def test_outputs_of_disjoint_seed_ranges_merge_into_those_of_one_command(table, 
 def test_the_library_commands_run_as_modules(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: "), result.stderr[-2000:]
+
+
+def test_repeats_tuning_refuses_a_reported_run_and_ranks_by_the_mean(tmp_path):
+    """benchmarks/nb201_supernet/repeats.py: rules on a hand case, and no reported seed in tuning."""
+    from benchmarks.nb201_supernet.repeats import final_accuracy, load_set, rules
+    from rnas.artifacts import write_json
+
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    pd.DataFrame({"arch": ["a", "b", "c"], "valid_acc_1": [0.1, 0.1, 0.1], "valid_acc_2": [0.5, 0.7, 0.6]}).to_csv(first)
+    pd.DataFrame({"arch": ["c", "a"], "valid_acc_1": [0.0, 0.0], "valid_acc_2": [0.2, 0.8]}).to_csv(second)
+    assert final_accuracy(first).to_dict() == {"a": 0.5, "b": 0.7, "c": 0.6}  # the last epoch's
+    frame = pd.DataFrame({"first": [0.5, 0.6], "second": [0.8, 0.2]}, index=["a", "c"])
+    assert rules(frame)["mean of two trainings (rerank.repeats: 2)"] == pytest.approx([0.65, 0.4])
+    write_json(tmp_path / "run/artifacts/sample/provenance.json", {"seed": 3})
+    with pytest.raises(SystemExit, match="seed 3 is a reported seed"):
+        load_set(tmp_path / "run", first, second, "unused.csv")
