@@ -44,7 +44,7 @@ def rank_main(rank: int, nproc: int, args: argparse.Namespace, data: Path, folde
     child, train = child_and_recipe(args.channels, args.epochs)
     store = MeasurementStore(folder / "measured", "bench")
 
-    def measure(arch: str) -> dict:
+    def measure(arch: str, repeat: int) -> dict:  # one training per cell (repeat 0)
         return ImageTask().measure(env, arch, data, child=child, train=train,
                                    checkpoint=folder / f"checkpoints/{cell_id(arch)}.pt", fingerprint=arch)
 
