@@ -174,8 +174,9 @@ def stage_main(name: str, distributed: bool = False, nproc: Callable[[Any], int]
 
 def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool, nproc: Callable[[Any], int]) -> int:
     params = load_params("params.yaml")
-    if distributed and nproc(params) > 1 and "LOCAL_RANK" not in os.environ:
-        return _run_ranks(name, nproc(params))
+    processes = nproc(params)
+    if distributed and processes > 1 and "LOCAL_RANK" not in os.environ:
+        return _run_ranks(name, processes)
     if params.threads:
         torch.set_num_threads(params.threads)
     space = get_space(params.space)

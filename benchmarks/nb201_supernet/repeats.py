@@ -62,10 +62,11 @@ def main() -> None:
     args = parser.parse_args()
     sets = [load_set(*paths, args.table) for paths in args.set]
     seeds = [seed for seed, _ in sets]
-    for name in rules(sets[0][1]):
+    by_set = [rules(frame) for _, frame in sets]
+    for name in by_set[0]:
         picks, taus = [], []
-        for _, frame in sets:
-            values = rules(frame)[name]
+        for (_, frame), values_by_rule in zip(sets, by_set):
+            values = values_by_rule[name]
             picks.append(float(frame["truth"].iloc[max(range(len(values)), key=lambda i: (values[i], -i))]))
             taus.append(kendall_tau(values, frame["truth"].tolist()))
         print(json.dumps({"rule": name, "seeds": seeds, "column": "valid_acc_200ep", "cells": [len(f) for _, f in sets],
