@@ -327,7 +327,8 @@ def test_repeats_tuning_refuses_a_reported_run_and_ranks_by_the_mean(tmp_path):
     pd.DataFrame({"arch": ["c", "a"], "valid_acc_1": [0.0, 0.0], "valid_acc_2": [0.2, 0.8]}).to_csv(second)
     assert final_accuracy(first).to_dict() == {"a": 0.5, "b": 0.7, "c": 0.6}  # the last epoch's
     frame = pd.DataFrame({"first": [0.5, 0.6], "second": [0.8, 0.2]}, index=["a", "c"])
-    assert rules(frame)["mean of two trainings (rerank.repeats: 2)"] == pytest.approx([0.65, 0.4])
+    assert rules(frame, None)["mean of two trainings (rerank.repeats: 2)"] == pytest.approx([0.65, 0.4])
+    assert rules(frame, ["10k x 20", "20k x 10"]) == {"10k x 20": [0.5, 0.6], "20k x 10": [0.8, 0.2]}  # two recipes: no mean
     write_json(tmp_path / "run/artifacts/sample/provenance.json", {"seed": 3})
     with pytest.raises(SystemExit, match="seed 3 is a reported seed"):
         load_set(tmp_path / "run", first, second, "unused.csv")

@@ -1,7 +1,8 @@
-"""Does ranking rerank's candidates by the mean of two trainings beat one training? On tuning runs only.
+"""Which of two trainings of rerank's candidates ranks them better, and does their mean? On tuning runs only.
 
     python benchmarks/nb201_supernet/repeats.py --table ../shared/data/nb201/cifar10.csv \
         --set RUN_DIR FIRST.csv SECOND.csv [--set ...] > benchmarks/nb201_supernet/tuning/repeats.jsonl
+    python benchmarks/nb201_supernet/repeats.py ... --labels "10,000 images x 20 epochs" "20,000 images x 10 epochs"
 
 Each ``--set`` is a tuning run (a folder with its ``artifacts/sample/provenance.json``, whose seed must
 be a tuning seed) and two ``standalone.py --from-rerank`` files that trained the same candidates with
@@ -9,7 +10,9 @@ two seeds (``--seed S`` and ``--train-seed S+1000``: rerank's repeats 0 and 1). 
 candidates the two files share by their final validation accuracy (the first training's, the second's,
 or the mean: ``rerank.repeats: 2``); its pick's true accuracy on the table's validation column and its
 Kendall tau against that column are its result. Prints one JSON line per rule, then one with the
-Kendall tau between the two trainings (how far one seed's noise moves the ranking).
+Kendall tau between the two trainings (how far one seed's noise moves the ranking). With ``--labels``
+the two files are two recipes rather than two seeds of one (another fidelity at the same cost): the
+rules are named by the labels, and their mean, which no rerank setting computes, is left out.
 """
 from __future__ import annotations
 
@@ -50,7 +53,9 @@ def load_set(run: Path, first: Path, second: Path, table: str) -> tuple[int, pd.
     return seed, frame
 
 
-def rules(frame: pd.DataFrame) -> dict[str, list[float]]:
+def rules(frame: pd.DataFrame, labels: list[str] | None) -> dict[str, list[float]]:
+    if labels:
+        return {labels[0]: frame["first"].tolist(), labels[1]: frame["second"].tolist()}
     return {"one training (seed S)": frame["first"].tolist(), "one training (seed S+1000)": frame["second"].tolist(),
             "mean of two trainings (rerank.repeats: 2)": ((frame["first"] + frame["second"]) / 2).tolist()}
 
@@ -59,10 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", required=True)
     parser.add_argument("--set", nargs=3, action="append", required=True, type=Path, metavar=("RUN_DIR", "FIRST", "SECOND"))
+    parser.add_argument("--labels", nargs=2, metavar=("FIRST", "SECOND"),
+                        help="the two files are two recipes, named so (no mean)")
     args = parser.parse_args()
     sets = [load_set(*paths, args.table) for paths in args.set]
     seeds = [seed for seed, _ in sets]
-    by_set = [rules(frame) for _, frame in sets]
+    by_set = [rules(frame, args.labels) for _, frame in sets]
     for name in by_set[0]:
         picks, taus = [], []
         for (_, frame), values_by_rule in zip(sets, by_set):
