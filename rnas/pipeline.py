@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from rnas.artifacts import load_checkpoint, read_json, source_fingerprint, write_json
-from rnas.device import leased_device, peak_memory, reuse_freed_memory
+from rnas.device import leased_device, peak_memory, require_gpu_per_rank, reuse_freed_memory
 from rnas.errors import ArtifactError, run_command
 from rnas.params import PipelineParams
 from rnas.search.pool import ArchPool
@@ -159,11 +159,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stage_main(name: str, distributed: bool = False, nproc: Callable[[Any], int] = lambda p: p.trainer.nproc
+def stage_main(name: str, distributed: bool = False,
+               nproc: Callable[[Any], tuple[str, int]] = lambda p: ("trainer.nproc", p.trainer.nproc)
                ) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
-    """Decorate a stage's body. ``distributed`` stages run in ``nproc(params)`` processes (by default
-    ``trainer.nproc``) when that is > 1: the stage relaunches itself (``_run_ranks``), and only rank 0
-    tracks and writes artifacts."""
+    """Decorate a stage's body. ``distributed`` stages run in as many processes as ``nproc(params)``
+    gives (with the key that set it; by default ``trainer.nproc``) when that is > 1: the stage relaunches
+    itself (``_run_ranks``), and only rank 0 tracks and writes artifacts."""
     def decorate(body: Callable[[StageContext], None]) -> Callable[[], None]:
         @functools.wraps(body)
         def main() -> None:
@@ -172,10 +173,12 @@ def stage_main(name: str, distributed: bool = False, nproc: Callable[[Any], int]
     return decorate
 
 
-def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool, nproc: Callable[[Any], int]) -> int:
+def _run_stage(name: str, body: Callable[[StageContext], None], distributed: bool,
+               nproc: Callable[[Any], tuple[str, int]]) -> int:
     params = load_params("params.yaml")
-    processes = nproc(params)
+    key, processes = nproc(params)
     if distributed and processes > 1 and "LOCAL_RANK" not in os.environ:
+        require_gpu_per_rank(params.device, processes, key)
         return _run_ranks(name, processes)
     if params.threads:
         torch.set_num_threads(params.threads)

@@ -19,6 +19,8 @@
 #   RNAS_SERVER_ALLOWED_HOSTS  passed to mlflow server --allowed-hosts (the names clients use for it).
 #   RNAS_PG_OS_USER    the account PostgreSQL runs as when this script runs as root (default
 #                      postgres): PostgreSQL refuses to run as root.
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  MLflow's job runner, off unless set to true (RNAS runs no
+#                      MLflow jobs; the runner is seven more processes).
 #
 # PostgreSQL listens on 127.0.0.1 only (no Unix socket), and its password is generated on the
 # first start into files of mode 0600 in RNAS_SERVER_DIR (db-password, and pgpass, which MLflow
@@ -111,6 +113,8 @@ start_mlflow() {
     fi
     (   # secrets reach MLflow through its environment, never its command line
         export PGPASSFILE="$DIR/pgpass"
+        # MLflow's job runner (seven huey worker processes, for GenAI jobs) has nothing to run for RNAS
+        export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
         if exposed; then
             export MLFLOW_AUTH_CONFIG_PATH="$DIR/basic_auth.ini"
             MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$DIR/flask-secret"); export MLFLOW_FLASK_SERVER_SECRET_KEY

@@ -32,9 +32,10 @@ def measurement_fingerprint(p, data) -> str:
                            seed=p.seed)
 
 
-def processes(p) -> int:
-    """How many processes share the trainings: ``rerank.processes``, or else ``trainer.nproc``."""
-    return p.rerank.processes or p.trainer.nproc
+def processes(p) -> tuple[str, int]:
+    """How many processes share the trainings, and the key that says so: ``rerank.processes``, or else
+    ``trainer.nproc``."""
+    return ("rerank.processes", p.rerank.processes) if p.rerank.processes else ("trainer.nproc", p.trainer.nproc)
 
 
 @stage_main("rerank", distributed=True, nproc=processes)

@@ -6,12 +6,13 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import ROOT, clone_project, copy_sources, run
+from tests.helpers import ROOT, clone_project, compose, copy_sources, run
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A clone of this project with the smoke profile composed into params.yaml."""
-    return clone_project(tmp_path_factory.mktemp("project"), "profile=smoke", "device=cpu")
+    # one thread per process: torchrun's two ranks would otherwise each spin a thread per core
+    return clone_project(tmp_path_factory.mktemp("project"), "profile=smoke", "device=cpu", "threads=1")
 
 
 def test_committed_params_are_the_composed_default(tmp_path):
@@ -84,6 +85,22 @@ def test_bad_parameter_stops_before_any_work(project, tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: search.n_new: n_new + n_random (10000 + 2) must be smaller than warmup.pool_size (12)"]
     assert not (tmp_path / "p/artifacts").exists()
+
+
+def test_more_ranks_than_gpus_stop_before_any_starts(tmp_path, monkeypatch):
+    """trainer.nproc = 2 on one GPU: the stage names the key, and starts no rank nor any work."""
+    import torch
+    from rnas import pipeline
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    compose(tmp_path, "device=cuda", "trainer.nproc=2")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(pipeline, "_run_ranks", lambda *a: pytest.fail("a rank was started"))
+    with pytest.raises(ValueError, match="^trainer.nproc: 2 processes on device 'cuda' need one GPU each"):
+        pipeline._run_stage("warmup", lambda ctx: pytest.fail("the stage ran"), True,
+                            lambda p: ("trainer.nproc", p.trainer.nproc))
 
 
 @pytest.mark.slow

@@ -125,9 +125,9 @@ def test_the_first_training_keeps_the_run_seed_and_key_and_the_others_get_their_
 def test_rerank_runs_on_its_own_processes_or_else_on_trainer_nproc():
     from stages.rerank import processes
 
-    assert processes(from_dict(ImageParams, {"trainer": {"nproc": 2}})) == 2
-    assert processes(from_dict(ImageParams, {"trainer": {"nproc": 2}, "rerank": {"processes": 3}})) == 3
-    assert processes(from_dict(ImageParams, {"rerank": {"processes": 2}})) == 2
+    assert processes(from_dict(ImageParams, {"trainer": {"nproc": 2}})) == ("trainer.nproc", 2)
+    assert processes(from_dict(ImageParams, {"trainer": {"nproc": 2}, "rerank": {"processes": 3}})) == ("rerank.processes", 3)
+    assert processes(from_dict(ImageParams, {"rerank": {"processes": 2}})) == ("rerank.processes", 2)
 
 
 def test_winner_ties_go_to_the_supernets_higher_rank():

@@ -12,7 +12,7 @@ from torch import nn
 
 from rnas.config import ConfigError, from_dict
 from rnas.data.images import AugmentConfig, ImageBatches, fixed_batches
-from rnas.device import autocast, resolve_device, use_channels_last
+from rnas.device import autocast, require_gpu_per_rank, resolve_device, use_channels_last
 from rnas.networks.child_cnn import ChildConfig, NetworkCIFAR
 from rnas.networks.supernet_cnn import SupernetCIFAR, SupernetConfig
 from rnas.spaces.nao_cnn import NAOCellSpace
@@ -89,6 +89,20 @@ def test_resolve_device_names_and_errors(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="only 2 CUDA device"):
         resolve_device("cuda:2")
+
+
+def test_ranks_on_cuda_need_a_gpu_each(monkeypatch):
+    require_gpu_per_rank("cpu", 4, "trainer.nproc")  # CPU ranks share the cores
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    require_gpu_per_rank("auto", 1, "trainer.nproc")
+    with pytest.raises(ValueError, match=r"^rerank.processes: 2 processes on device 'auto' need one GPU each, "
+                                         r"and 1 is visible; set rerank.processes to at most 1, or device=cpu$"):
+        require_gpu_per_rank("auto", 2, "rerank.processes")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    require_gpu_per_rank("cuda", 2, "trainer.nproc")
+    with pytest.raises(ValueError, match="trainer.nproc: 3 processes"):
+        require_gpu_per_rank("cuda", 3, "trainer.nproc")
 
 
 def test_cpu_fast_path_policy():

@@ -7,7 +7,6 @@ from typing import Sequence
 
 import pandas as pd
 import torch
-from scipy import stats
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -48,4 +47,6 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided p-value of Welch's t-test (unequal variances); NaN with fewer than 2 values a side."""
     if len(a) < 2 or len(b) < 2:
         return math.nan
+    from scipy import stats  # imported here: it costs every stage process about a second, and few need it
+
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)

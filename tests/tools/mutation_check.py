@@ -112,6 +112,12 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
     "re-rank repeats do not reuse one training a run measured": (
         [("rnas/search/rerank.py", 'return arch if repeat == 0 else f"{arch}#{repeat}"', 'return f"{arch}#{repeat}"')],
         ["tests/test_rerank.py"]),
+    "more CUDA ranks than GPUs let through": (
+        [("rnas/device.py", 'if device.type == "cuda" and processes > count:', 'if device.type == "cuda" and processes > count + 1:')],
+        ["tests/test_training.py"]),
+    "the GPU check skipped when ranks are launched": (
+        [("rnas/pipeline.py", "        require_gpu_per_rank(params.device, processes, key)\n", "")],
+        ["tests/test_pipeline.py::test_more_ranks_than_gpus_stop_before_any_starts"]),
     "a signal's sign inverted (naswot: lower is better)": (
         [("rnas/search/signals.py", "    return torch.linalg.slogdet(activations.kernel).logabsdet.item()",
           "    return -torch.linalg.slogdet(activations.kernel).logabsdet.item()")], ["tests/test_signals.py"]),
