@@ -248,7 +248,7 @@ def test_two_queue_workers_in_each_of_two_clones_lose_and_duplicate_no_run(serve
         status = [run(["dvc", "queue", "status"], clone).stdout for clone in queued]
         if not any(word in text for text in status for word in ("Queued", "Running")):
             break
-        time.sleep(2)
+        time.sleep(5)  # each status is two dvc processes, about a CPU-second each, taken from the runs
     for clone in queued:
         run(["dvc", "queue", "stop", "--kill"], clone, check=False)
     assert all("Failed" not in text for text in status), status
