@@ -39,9 +39,7 @@ def resolve_device(name: str) -> torch.device:
 def require_gpu_per_rank(name: str, processes: int, key: str) -> None:
     """Ranks on CUDA take one GPU each (``cuda:LOCAL_RANK``): refuse more ranks than GPUs before any
     starts, rather than let NCCL fail in every rank."""
-    device = resolve_device(name)
-    count = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and processes > count:
+    if resolve_device(name).type == "cuda" and processes > (count := torch.cuda.device_count()):
         raise ConfigError(f"{key}: {processes} processes on device {name!r} need one GPU each, and {count} "
                           f"{'is' if count == 1 else 'are'} visible; set {key} to at most {count}, or device=cpu")
 

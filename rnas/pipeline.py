@@ -159,8 +159,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stage_main(name: str, distributed: bool = False,
-               nproc: Callable[[Any], tuple[str, int]] = lambda p: ("trainer.nproc", p.trainer.nproc)
+def trainer_processes(p) -> tuple[str, int]:
+    """The processes of a distributed stage, and the key that sets them: ``trainer.nproc``."""
+    return "trainer.nproc", p.trainer.nproc
+
+
+def stage_main(name: str, distributed: bool = False, nproc: Callable[[Any], tuple[str, int]] = trainer_processes
                ) -> Callable[[Callable[[StageContext], None]], Callable[[], None]]:
     """Decorate a stage's body. ``distributed`` stages run in as many processes as ``nproc(params)``
     gives (with the key that set it; by default ``trainer.nproc``) when that is > 1: the stage relaunches

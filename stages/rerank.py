@@ -11,7 +11,8 @@ torchrun, each rank trains its share, with the same rows and winner for any numb
 import dataclasses
 
 from rnas.artifacts import atomic_dir, read_json, write_json
-from rnas.pipeline import ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, stage_main
+from rnas.pipeline import (ARTIFACTS, code_deps, prepared_dir, require_inputs, run_fingerprint, stage_main,
+                           trainer_processes)
 from rnas.search.pool import ArchPool
 from rnas.search.ranking import RANKING
 from rnas.search.rerank import (MeasurementStore, candidates, cell_id, outcome, repeat_seed, rerank, summary,
@@ -35,7 +36,7 @@ def measurement_fingerprint(p, data) -> str:
 def processes(p) -> tuple[str, int]:
     """How many processes share the trainings, and the key that says so: ``rerank.processes``, or else
     ``trainer.nproc``."""
-    return ("rerank.processes", p.rerank.processes) if p.rerank.processes else ("trainer.nproc", p.trainer.nproc)
+    return ("rerank.processes", p.rerank.processes) if p.rerank.processes else trainer_processes(p)
 
 
 @stage_main("rerank", distributed=True, nproc=processes)

@@ -99,8 +99,7 @@ def test_more_ranks_than_gpus_stop_before_any_starts(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(pipeline, "_run_ranks", lambda *a: pytest.fail("a rank was started"))
     with pytest.raises(ValueError, match="^trainer.nproc: 2 processes on device 'cuda' need one GPU each"):
-        pipeline._run_stage("warmup", lambda ctx: pytest.fail("the stage ran"), True,
-                            lambda p: ("trainer.nproc", p.trainer.nproc))
+        pipeline._run_stage("warmup", lambda ctx: pytest.fail("the stage ran"), True, pipeline.trainer_processes)
 
 
 @pytest.mark.slow

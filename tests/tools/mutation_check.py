@@ -113,7 +113,8 @@ MUTATIONS: dict[str, tuple[list[tuple[str, str, str]], list[str]]] = {
         [("rnas/search/rerank.py", 'return arch if repeat == 0 else f"{arch}#{repeat}"', 'return f"{arch}#{repeat}"')],
         ["tests/test_rerank.py"]),
     "more CUDA ranks than GPUs let through": (
-        [("rnas/device.py", 'if device.type == "cuda" and processes > count:', 'if device.type == "cuda" and processes > count + 1:')],
+        [("rnas/device.py", "processes > (count := torch.cuda.device_count())",
+          "processes > (count := torch.cuda.device_count()) + 1")],
         ["tests/test_training.py"]),
     "the GPU check skipped when ranks are launched": (
         [("rnas/pipeline.py", "        require_gpu_per_rank(params.device, processes, key)\n", "")],
