@@ -13,6 +13,13 @@ shared cores, CPU seconds are the figure that compares runs). ``--save-weights``
 ``--load-weights`` let scoring levers (``--bn-recalibrate``) reuse one trained supernet.
 The data is prepared once per (max_train, seed) into --cache.
 
+``--signals`` also judges the combined ranking as ``nb201-cpu`` makes it (``combined_*``, and
+``loss_combined_*`` with the loss-scored supernet): the supernet's rank at weight ``--supernet-weight``
+and each signal's at 1 (rnas.search.ranking.combined_scores), the signals computed on the profile's
+signal network (``--signal-channels``, ``--signal-cells-per-stage``, one batch of 64 training images).
+``--pool-from signals`` trains on the cells the signals favour: the ``--pool-size`` best of
+``--signal-candidates`` random cells by the signals' equal-weight rank ensemble.
+
 The protocol (rnas.judging.truth.Judging): a tuning seed (100 and up, the default) scores the tuning
 reference cells against the validation column; a reported seed the reported cells against test.
 The rows of levers.csv before this rule were run on seeds 0-2 against test.
@@ -41,6 +48,9 @@ from rnas.spaces.nb201 import NB201Space
 from rnas.tasks.base import Supernet
 from rnas.tasks.image import OBJECTIVES
 from rnas.networks.ops import use_batch_statistics
+from rnas.export import build_network
+from rnas.search.ranking import combined_scores, signal_scores
+from rnas.search.signals import SIGNALS
 from rnas.training.supernet import SupernetTrainConfig, SupernetTrainer
 from rnas.judging.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
@@ -58,6 +68,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=3e-4)
     parser.add_argument("--pool-size", type=int, default=100, help="random cells the paths are drawn from")
     parser.add_argument("--path-sampling", choices=("pool", "fair"), default="pool")
+    parser.add_argument("--pool-from", choices=("random", "signals"), default="random",
+                        help="the pool: random cells, or the best of --signal-candidates by the signals")
+    parser.add_argument("--signal-candidates", type=int, default=1000)
+    parser.add_argument("--signals", nargs="*", default=[], choices=list(SIGNALS),
+                        help="judge the combined ranking of the supernet and these signals (and pick the pool by them)")
+    parser.add_argument("--supernet-weight", type=float, default=2.0, help="the supernet's weight in the ranking")
+    parser.add_argument("--signal-channels", type=int, default=8)
+    parser.add_argument("--signal-cells-per-stage", type=int, default=1)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                         help="random crop (padding 4) and flip while training")
     parser.add_argument("--eval-batches", type=int, default=2)
@@ -129,8 +147,26 @@ def recalibrated(model: torch.nn.Module, train: ImageSplit, n_batches: int):
         use_batch_statistics(model)
 
 
+def cell_signals(args: argparse.Namespace, space: NB201Space, train: ImageSplit, cells: list) -> dict[str, list[float]]:
+    """The signals ``args.signals`` of ``cells``, as the pipeline's sample stage computes them."""
+    images, labels = next(iter(ImageBatches(train, 64, torch.device("cpu"), shuffle=True, seed=args.seed)))
+    child = NB201Config(args.signal_cells_per_stage, args.signal_channels)
+    return signal_scores(lambda arch: build_network(arch, child, len(train.classes), train.images.shape[1], "nb201"),
+                         [space.to_str(c) for c in cells], images, labels, args.signals, args.seed)
+
+
+def signal_favoured_pool(args: argparse.Namespace, space: NB201Space, train: ImageSplit) -> list:
+    """The ``pool_size`` best of ``signal_candidates`` random cells by the signals' equal-weight ranking."""
+    candidates = space.sample_unique(args.signal_candidates, random.Random(args.seed))
+    combined = combined_scores(cell_signals(args, space, train, candidates), dict.fromkeys(args.signals, 1.0))
+    order = sorted(range(len(candidates)), key=lambda i: -combined[i])  # stable: ties keep the draw's order
+    return [candidates[i] for i in order[:args.pool_size]]
+
+
 def main() -> None:
     args = parse_args()
+    if args.pool_from == "signals" and not args.signals:
+        sys.exit("--pool-from signals needs --signals")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     space, device = NB201Space(), torch.device("cpu")
@@ -145,7 +181,10 @@ def main() -> None:
                                                                     flip=args.augment))
     cfg.check()
     trainer = SupernetTrainer(model, cfg, device, total_epochs=max(args.epochs, 1), seed=args.seed)
-    pool = space.sample_unique(args.pool_size, random.Random(args.seed))
+    pool_start = time.process_time()
+    pool = (signal_favoured_pool(args, space, train) if args.pool_from == "signals"
+            else space.sample_unique(args.pool_size, random.Random(args.seed)))
+    pool_cpu_seconds = time.process_time() - pool_start
     start, cpu_start = time.perf_counter(), time.process_time()
     if args.load_weights:
         model.load_state_dict(torch.load(args.load_weights))
@@ -165,6 +204,11 @@ def main() -> None:
             scores[by] = Supernet(trainer, None, batches, OBJECTIVES[by]).score(cells)
     score_seconds, score_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     truth = true_accuracies(oracle, cells)
+    if args.signals:
+        signals = cell_signals(args, space, train, cells)
+        for by in ("accuracy", "loss"):
+            scores[f"combined_{by}"] = combined_scores({"supernet": scores[by], **signals},
+                                                       {"supernet": args.supernet_weight, **dict.fromkeys(signals, 1.0)})
     quality = {by: ranking(by_scores, truth) for by, by_scores in scores.items()}
     if args.scores_out:
         pd.DataFrame({"arch": [space.to_str(a) for a in cells], "accuracy": scores["accuracy"],
@@ -172,7 +216,10 @@ def main() -> None:
     skip = ("data", "table", "cache", "label", "scores_out", "save_weights", "load_weights")
     result = {"label": args.label, **{k: v for k, v in vars(args).items() if k not in skip},
               "role": judging.role, "column": judging.column}
-    for by, prefix in (("accuracy", ""), ("loss", "loss_")):  # the accuracy columns keep their old names
+    prefixes = (("accuracy", ""), ("loss", "loss_"))  # the accuracy columns keep their old names
+    if args.signals:
+        prefixes += (("combined_accuracy", "combined_"), ("combined_loss", "loss_combined_"))
+    for by, prefix in prefixes:
         result.update({f"{prefix}kendall_tau": round(quality[by]["kendall_tau"], 4),
                        f"{prefix}spearman": round(quality[by]["spearman"], 4),
                        f"{prefix}precision_at_10pct": round(quality[by]["precision_at_10pct"], 3),
@@ -180,6 +227,7 @@ def main() -> None:
     result.update({"final_train_accuracy": round(history[-1]["accuracy"], 4) if history else None,
                    "train_seconds": round(train_seconds, 1), "score_seconds": round(score_seconds, 1),
                    "train_cpu_seconds": round(train_cpu_seconds, 1), "score_cpu_seconds": round(score_cpu_seconds, 1),
+                   "pool_cpu_seconds": round(pool_cpu_seconds, 1),
                    "loadavg": os.getloadavg()[0]})
     print(json.dumps(result), flush=True)
 
