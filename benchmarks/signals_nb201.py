@@ -34,12 +34,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 import torch
 
-from benchmarks.nb201_supernet.levers import add_data_arguments, load_resized, prepared
-from rnas.data.images import ImageBatches
-from rnas.export import build_network
+from benchmarks.nb201_supernet.levers import add_data_arguments, load_resized, nb201_signals, prepared
 from rnas.networks.nb201 import NB201Config
 from rnas.judging.oracle import TableOracle
-from rnas.search.ranking import combined_scores, rank_percentiles, signal_scores
+from rnas.search.ranking import combined_scores, rank_percentiles
 from rnas.search.signals import SIGNALS
 from rnas.spaces.nb201 import NB201Space
 from rnas.judging.truth import Judging, TruthConfig, ranking, reference_cells, true_accuracies
@@ -65,18 +63,16 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    space, device = NB201Space(), torch.device("cpu")
+    space = NB201Space()
     judging = Judging.of(args.seed, TruthConfig())
     oracle = TableOracle.from_csv(args.table, space, judging.column, judging.column)
     train = load_resized(prepared(args), "train", args.resolution)
-    images, labels = next(iter(ImageBatches(train, args.batch_size, device, shuffle=True, seed=args.seed)))
     drawn = (space.sample_unique(args.cells, random.Random(args.seed)) if args.random
              else reference_cells(space, args.cells, args.seed))
     cells = [space.to_str(c) for c in drawn]
     child = NB201Config(cells_per_stage=args.cells_per_stage, channels=args.channels)
     start, cpu_start = time.perf_counter(), time.process_time()
-    scores = signal_scores(lambda arch: build_network(arch, child, len(train.classes), train.images.shape[1], "nb201"),
-                           cells, images, labels, args.signals, args.seed)
+    scores = nb201_signals(train, cells, child, args.batch_size, args.signals, args.seed)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     truth = true_accuracies(oracle, [space.from_str(c) for c in cells])
     if args.scores_out:
@@ -92,7 +88,7 @@ def main() -> None:
                       "role": judging.role, "column": judging.column,
                       "mean_acc": round(sum(truth) / len(truth), 3), "max_acc": max(truth),
                       "channels": args.channels, "cells_per_stage": args.cells_per_stage,
-                      "resolution": args.resolution, "batch_size": len(labels), "threads": args.threads,
+                      "resolution": args.resolution, "batch_size": args.batch_size, "threads": args.threads,
                       "seconds_per_cell": round(seconds / len(cells), 3),
                       "cpu_seconds_per_cell": round(cpu_seconds / len(cells), 3), "signals": quality}))
 

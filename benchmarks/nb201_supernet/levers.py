@@ -92,7 +92,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--save-weights", help="write the trained supernet's weights here")
     parser.add_argument("--load-weights", help="skip training: score the supernet saved by --save-weights")
     parser.add_argument("--scores-out", help="also write each reference cell's score and true accuracy (CSV)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.pool_from == "signals" and not args.signals:
+        parser.error("--pool-from signals needs --signals")
+    return args
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,12 +150,19 @@ def recalibrated(model: torch.nn.Module, train: ImageSplit, n_batches: int):
         use_batch_statistics(model)
 
 
-def cell_signals(args: argparse.Namespace, space: NB201Space, train: ImageSplit, cells: list) -> dict[str, list[float]]:
-    """The signals ``args.signals`` of ``cells``, as the pipeline's sample stage computes them."""
-    images, labels = next(iter(ImageBatches(train, 64, torch.device("cpu"), shuffle=True, seed=args.seed)))
-    child = NB201Config(args.signal_cells_per_stage, args.signal_channels)
+def nb201_signals(train: ImageSplit, archs: list[str], child: NB201Config, batch_size: int, names: list[str],
+                  seed: int) -> dict[str, list[float]]:
+    """The signals ``names`` of ``archs`` (space strings) as the pipeline's sample stage computes them
+    (rnas.tasks.image): each cell built as ``child``, on one batch of ``batch_size`` training images drawn by ``seed``."""
+    images, labels = next(iter(ImageBatches(train, batch_size, torch.device("cpu"), shuffle=True, seed=seed)))
     return signal_scores(lambda arch: build_network(arch, child, len(train.classes), train.images.shape[1], "nb201"),
-                         [space.to_str(c) for c in cells], images, labels, args.signals, args.seed)
+                         archs, images, labels, names, seed)
+
+
+def cell_signals(args: argparse.Namespace, space: NB201Space, train: ImageSplit, cells: list) -> dict[str, list[float]]:
+    """The signals ``args.signals`` of ``cells`` on the profile's signal network and batch (64 images)."""
+    return nb201_signals(train, [space.to_str(c) for c in cells],
+                         NB201Config(args.signal_cells_per_stage, args.signal_channels), 64, args.signals, args.seed)
 
 
 def signal_favoured_pool(args: argparse.Namespace, space: NB201Space, train: ImageSplit) -> list:
@@ -165,8 +175,6 @@ def signal_favoured_pool(args: argparse.Namespace, space: NB201Space, train: Ima
 
 def main() -> None:
     args = parse_args()
-    if args.pool_from == "signals" and not args.signals:
-        sys.exit("--pool-from signals needs --signals")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     space, device = NB201Space(), torch.device("cpu")
