@@ -33,18 +33,25 @@ from rnas.judging.truth import true_accuracies
 from rnas.spaces.nb201 import NB201Space
 
 
-def final_accuracy(path: Path) -> pd.Series:
-    """Each cell's validation accuracy after the file's last epoch, by arch."""
-    frame = pd.read_csv(path)
+def final_accuracy(path: Path, held_out: int | None = None) -> pd.Series:
+    """Each cell's validation accuracy after the file's last epoch, by arch; with ``held_out``, the
+    accuracy on the validation images and the first ``held_out`` held-out images together."""
+    frame = pd.read_csv(path).set_index("arch")
     last = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
-    return frame.set_index("arch")[f"valid_acc_{last}"]
+    if held_out is None:
+        return frame[f"valid_acc_{last}"]
+    if f"held_out_acc_{held_out}" not in frame.columns:
+        raise SystemExit(f"{path}: no held_out_acc_{held_out} column (standalone.py --held-out {held_out})")
+    n_valid = frame["valid_images"]
+    return (frame[f"valid_acc_{last}"] * n_valid + frame[f"held_out_acc_{held_out}"] * held_out) / (n_valid + held_out)
 
 
-def load_set(run: Path, first: Path, second: Path, table: str) -> tuple[int, pd.DataFrame]:
+def load_set(run: Path, first: Path, second: Path, table: str,
+             second_held_out: int | None = None) -> tuple[int, pd.DataFrame]:
     """The run's seed and a frame of the shared candidates (in the first file's order): ``first``,
     ``second`` and ``truth`` (the table's tuning column)."""
     oracle, seed = tuning_oracle(run, table, "rerank's repeats")
-    a, b = final_accuracy(first), final_accuracy(second)
+    a, b = final_accuracy(first), final_accuracy(second, second_held_out)
     frame = pd.DataFrame({"first": a, "second": b}).loc[[arch for arch in a.index if arch in b.index]]
     if len(frame) < 2:
         raise SystemExit(f"{first} and {second} share {len(frame)} cells; at least 2 are needed")
@@ -66,8 +73,12 @@ def main() -> None:
     parser.add_argument("--set", nargs=3, action="append", required=True, type=Path, metavar=("RUN_DIR", "FIRST", "SECOND"))
     parser.add_argument("--labels", nargs=2, metavar=("FIRST", "SECOND"),
                         help="the two files are two recipes, named so (no mean)")
+    parser.add_argument("--second-held-out", type=int, metavar="N",
+                        help="score the second file on its validation images plus its first N held-out ones")
     args = parser.parse_args()
-    sets = [load_set(*paths, args.table) for paths in args.set]
+    if args.second_held_out is not None and not args.labels:
+        parser.error("--second-held-out compares two scores of the same trainings: name them with --labels")
+    sets = [load_set(*paths, args.table, args.second_held_out) for paths in args.set]
     seeds = [seed for seed, _ in sets]
     by_set = [rules(frame, args.labels) for _, frame in sets]
     for name in by_set[0]:

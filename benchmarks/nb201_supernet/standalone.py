@@ -38,12 +38,13 @@ import torch
 
 from benchmarks.nb201_supernet.levers import load_resized, prepared
 from rnas.artifacts import atomic_dir, read_json, write_json
-from rnas.data.images import AugmentConfig
+from rnas.data.images import AugmentConfig, ImageSplit, load_split
+from rnas.data.prepare import resized
 from rnas.networks.nb201 import NB201Config
 from rnas.spaces.nb201 import NB201Space
 from rnas.tasks.base import RunEnv
 from rnas.tasks.image import ImageTask
-from rnas.training.child import ChildTrainConfig
+from rnas.training.child import ChildTrainConfig, child_batches, evaluate_classifier
 from rnas.training.distributed import DistributedContext
 from rnas.judging.truth import Judging, TruthConfig, load_truth, ranking, reference_cells, true_accuracies
 
@@ -65,12 +66,18 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=100, help="the run's seed (100 and up: a tuning seed); it trains the cells")
     parser.add_argument("--train-seed", type=int, help="trains the cells instead of --seed (rerank.repeats' other trainings)")
+    parser.add_argument("--held-out", type=int, nargs="+", default=[],
+                        help="also score each trained network on this many training images it never saw (the "
+                             "prepared training split's leftover beyond --max-train, in a fixed shuffled order; "
+                             "nested sizes): columns held_out_acc_N, held_out_loss_N")
     args = parser.parse_args()
     torch.set_num_threads(1)
     space, device = NB201Space(), torch.device("cpu")
     judging = Judging.of(args.seed, TruthConfig())
     oracle = load_truth(TruthConfig(table=args.table, report_col=judging.column), space, key="--table")
     data = prepared_at(prepared(args), args.resolution)
+    held_out = held_out_split(args, data) if args.held_out else None
+    valid_images = len(load_split(data, "valid"))
     if args.from_scores:
         frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
         cells = [space.from_str(a) for a in frame["arch"][:args.cells]]
@@ -91,12 +98,15 @@ def main() -> None:
             break
         torch.manual_seed(train_seed)
         start = time.process_time()
-        history = ImageTask().retrain(env, space.to_str(arch), data, child=child, train=cfg, train_on_valid=False,
-                                      checkpoint=checkpoint, fingerprint=space.to_str(arch)).history
+        retrained = ImageTask().retrain(env, space.to_str(arch), data, child=child, train=cfg, train_on_valid=False,
+                                        checkpoint=checkpoint, fingerprint=space.to_str(arch))
         checkpoint.unlink()
+        history = retrained.history
         rows.append({"arch": space.to_str(arch), "truth": truth, "cpu_seconds": round(time.process_time() - start, 1),
+                     "valid_images": valid_images,
                      **{f"valid_acc_{h['epoch']}": h["valid_accuracy"] for h in history},
-                     **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in history}})
+                     **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in history},
+                     **held_out_scores(retrained.model, held_out, args.held_out, cfg, env.dist)})
         pd.DataFrame(rows).to_csv(args.out, index=False)
     summarise(pd.DataFrame(rows), args.epochs)
 
@@ -120,6 +130,35 @@ def prepared_at(data: Path, resolution: int) -> Path:
                 torch.save({"images": s.images, "labels": s.labels}, tmp / f"{split}.pt")
             write_json(tmp / "meta.json", {**read_json(data / "meta.json"), "resolution": resolution})
     return folder
+
+
+def held_out_split(args: argparse.Namespace, data: Path) -> ImageSplit:
+    """The prepared training images that --max-train left out, at the training split's resolution and
+    normalisation, in an order shuffled once with a fixed seed (so a first N is a class-mixed sample).
+    Found by content: the full training split (prepared once, --max-train none) minus the trained subset."""
+    full = load_split(prepared(argparse.Namespace(**{**vars(args), "max_train": None})), "train")
+    trained = load_split(data.with_name(data.name.removesuffix(f"_r{args.resolution}")), "train")
+    seen = {bytes(image.numpy()) for image in trained.images}
+    left = torch.tensor([i for i, image in enumerate(full.images) if bytes(image.numpy()) not in seen])
+    left = left[torch.randperm(len(left), generator=torch.Generator().manual_seed(0))]
+    if max(args.held_out) > len(left):
+        raise SystemExit(f"--held-out: {max(args.held_out)} images asked, {len(left)} left out of training")
+    return ImageSplit(resized(full.images[left], args.resolution), full.labels[left], trained.classes,
+                      trained.mean, trained.std)
+
+
+def held_out_scores(model: torch.nn.Module, held_out: ImageSplit | None, sizes: list[int],
+                    cfg: ChildTrainConfig, dist: DistributedContext) -> dict[str, float]:
+    """The trained network's accuracy and loss on the first N held-out images, for each N in ``sizes``:
+    each image is scored once, segment by segment, and the segments' means are accumulated."""
+    scores, bounds, correct, loss = {}, [0, *sorted(sizes)], 0.0, 0.0
+    for start, end in zip(bounds, bounds[1:]) if held_out is not None else []:
+        segment = ImageSplit(held_out.images[start:end], held_out.labels[start:end], held_out.classes,
+                             held_out.mean, held_out.std)
+        metrics = evaluate_classifier(model, child_batches(segment, cfg, dist, train=False), dist, cfg.mixed_precision)
+        correct, loss = correct + metrics["accuracy"] * (end - start), loss + metrics["loss"] * (end - start)
+        scores.update({f"held_out_acc_{end}": correct / end, f"held_out_loss_{end}": loss / end})
+    return scores
 
 
 def summarise(frame: pd.DataFrame, epochs: int) -> None:
