@@ -344,6 +344,17 @@ def test_child_history_records(tmp_path, seed, bound):
     assert (history[-1]["valid_loss"], history[-1]["valid_accuracy"]) == (final["loss"], final["accuracy"])
 
 
+@pytest.mark.parametrize("valid_every, validated", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (0, [5])])
+def test_child_validates_after_every_nth_epoch_and_the_last(tmp_path, valid_every, validated):
+    every, every_history = run_child(tmp_path / "every", child_cfg(epochs=5))
+    model, history = run_child(tmp_path / "sparse", child_cfg(epochs=5, valid_every=valid_every))
+    assert [r["epoch"] for r in history if "valid_accuracy" in r] == validated
+    assert_same_state(model, every)  # validating trains nothing: the same weights either way
+    assert history[-1]["valid_accuracy"] == every_history[-1]["valid_accuracy"]
+    with pytest.raises(ConfigError, match=r"train\.valid_every"):
+        from_dict(ChildTrainConfig, {"valid_every": -1}, "train")
+
+
 def test_child_resumes_after_interruption(tmp_path):
     cfg = child_cfg()
     straight, straight_history = run_child(tmp_path / "straight", cfg)

@@ -41,10 +41,14 @@ class ChildTrainConfig(ClassifierTrainConfig):
     drop_path_prob: float = 0.2      # reached at the end of training, ramped linearly from 0
     compile: bool = False            # torch.compile the network
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(cutout=16))
+    #: validate after every this many epochs and after the last; 0: after the last only (a large
+    #: validation split then costs one pass, not one per epoch)
+    valid_every: int = 1
 
     def check(self) -> None:
         super().check()
         require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.valid_every >= 0, "valid_every", "must be >= 0 (0: validate after the last epoch only)")
         require(self.auxiliary_weight >= 0, "auxiliary_weight", "must be >= 0")
         require(0 <= self.drop_path_prob < 1, "drop_path_prob", "must be in [0, 1)")
         require(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
@@ -53,6 +57,11 @@ class ChildTrainConfig(ClassifierTrainConfig):
 def drop_path_prob_at(cfg: ChildTrainConfig, epoch: int) -> float:
     """Drop-path probability during 0-based ``epoch``: 0 at the start, rising linearly."""
     return cfg.drop_path_prob * epoch / cfg.epochs
+
+
+def validates_after(cfg: ChildTrainConfig, epoch: int) -> bool:
+    """Whether 1-based ``epoch`` ends with a validation pass."""
+    return epoch == cfg.epochs or (cfg.valid_every > 0 and epoch % cfg.valid_every == 0)
 
 
 def child_batches(split: ImageSplit, cfg: ChildTrainConfig, dist: DistributedContext, *, train: bool,
@@ -166,14 +175,14 @@ def train_child(model: nn.Module, cfg: ChildTrainConfig, train: ImageBatches, va
                                   "drop_path_prob": run.model.drop_path_prob}
         record.update(run.train_epoch(train, progress))
         run.divergence.check(epoch + 1, record["lr"], last=epoch + 1 == cfg.epochs)
-        if valid is not None:
+        if valid is not None and validates_after(cfg, epoch + 1):
             metrics = evaluate_classifier(run.forward, valid, dist, cfg.mixed_precision)
             record.update(valid_loss=metrics["loss"], valid_accuracy=metrics["accuracy"])
         run.scheduler.step()
         run.history.append(record)
         if dist.is_main:
             save_checkpoint(checkpoint_path, run.checkpoint(run_fingerprint))
-            note = f"valid acc {record['valid_accuracy']:.1%}" if valid is not None else ""
+            note = f"valid acc {record['valid_accuracy']:.1%}" if "valid_accuracy" in record else ""
             progress.end_epoch(record["train_loss"], record["train_accuracy"],
                                record["images_per_s"], note)
             if on_epoch is not None:
