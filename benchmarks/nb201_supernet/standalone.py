@@ -24,6 +24,7 @@ judges against the validation column; a reported seed the reported cells and the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -75,8 +76,9 @@ def main() -> None:
     space, device = NB201Space(), torch.device("cpu")
     judging = Judging.of(args.seed, TruthConfig())
     oracle = load_truth(TruthConfig(table=args.table, report_col=judging.column), space, key="--table")
-    data = prepared_at(prepared(args), args.resolution)
-    held_out = held_out_split(args, data) if args.held_out else None
+    base = prepared(args)
+    data = prepared_at(base, args.resolution)
+    held_out = held_out_split(args, base) if args.held_out else None
     valid_images = len(load_split(data, "valid"))
     if args.from_scores:
         frame = pd.read_csv(args.from_scores).sort_values("loss", ascending=False, kind="stable")
@@ -132,12 +134,12 @@ def prepared_at(data: Path, resolution: int) -> Path:
     return folder
 
 
-def held_out_split(args: argparse.Namespace, data: Path) -> ImageSplit:
+def held_out_split(args: argparse.Namespace, base: Path) -> ImageSplit:
     """The prepared training images that --max-train left out, at the training split's resolution and
     normalisation, in an order shuffled once with a fixed seed (so a first N is a class-mixed sample).
     Found by content: the full training split (prepared once, --max-train none) minus the trained subset."""
     full = load_split(prepared(argparse.Namespace(**{**vars(args), "max_train": None})), "train")
-    trained = load_split(data.with_name(data.name.removesuffix(f"_r{args.resolution}")), "train")
+    trained = load_split(base, "train")
     seen = {bytes(image.numpy()) for image in trained.images}
     left = torch.tensor([i for i, image in enumerate(full.images) if bytes(image.numpy()) not in seen])
     left = left[torch.randperm(len(left), generator=torch.Generator().manual_seed(0))]
@@ -153,8 +155,7 @@ def held_out_scores(model: torch.nn.Module, held_out: ImageSplit | None, sizes: 
     each image is scored once, segment by segment, and the segments' means are accumulated."""
     scores, bounds, correct, loss = {}, [0, *sorted(sizes)], 0.0, 0.0
     for start, end in zip(bounds, bounds[1:]) if held_out is not None else []:
-        segment = ImageSplit(held_out.images[start:end], held_out.labels[start:end], held_out.classes,
-                             held_out.mean, held_out.std)
+        segment = dataclasses.replace(held_out, images=held_out.images[start:end], labels=held_out.labels[start:end])
         metrics = evaluate_classifier(model, child_batches(segment, cfg, dist, train=False), dist, cfg.mixed_precision)
         correct, loss = correct + metrics["accuracy"] * (end - start), loss + metrics["loss"] * (end - start)
         scores.update({f"held_out_acc_{end}": correct / end, f"held_out_loss_{end}": loss / end})
