@@ -332,3 +332,22 @@ def test_repeats_tuning_refuses_a_reported_run_and_ranks_by_the_mean(tmp_path):
     write_json(tmp_path / "run/artifacts/sample/provenance.json", {"seed": 3})
     with pytest.raises(SystemExit, match="seed 3 is a reported seed"):
         load_set(tmp_path / "run", first, second, "unused.csv")
+
+
+def test_ablation_baseline_picks_among_the_cells_its_budget_trains(tmp_path):
+    """benchmarks/nb201_supernet/ablation.py: the budget cuts by cost, and held_out picks on both image sets."""
+    from benchmarks.nb201_supernet.ablation import baseline_rows, baseline_spec, within_budget
+
+    table = tmp_path / "random_seed3.csv"
+    pd.DataFrame({"arch": ["a", "b", "c"], "truth": [91.0, 92.0, 93.0], "cpu_seconds": [10.0, 10.0, 10.0],
+                  "valid_images": [100] * 3, "valid_acc_20": [0.50, 0.60, 0.90],
+                  "held_out_acc_300": [0.70, 0.50, 0.90]}).to_csv(table, index=False)
+    assert list(within_budget(pd.read_csv(table), 15.0)["arch"]) == ["a", "b"]  # b starts at 10 s < 15 s
+    assert list(within_budget(pd.read_csv(table), 10.0)["arch"]) == ["a"]
+    # a: (0.5 * 100 + 0.7 * 300) / 400 = 0.65 beats b: (0.6 * 100 + 0.5 * 300) / 400 = 0.525; c is past the budget
+    (label, by_seed), = baseline_rows(*baseline_spec([str(table), "held_out=300", "budget_cpu_seconds=15"])).items()
+    assert by_seed == {3: (91.0, pytest.approx(-1.0))} and "on 400 images, 15 CPU-s (~2 cells)" in label
+    (_, by_seed), = baseline_rows(str(table), None, 15.0).items()  # validation alone picks b
+    assert by_seed[3][0] == 92.0
+    with pytest.raises(SystemExit, match="unknown"):
+        baseline_spec([str(table), "budget=15"])

@@ -1,7 +1,8 @@
 """What each part of the NB201 search adds: found cell and ranking quality over reported seeds.
 
     python benchmarks/nb201_supernet/ablation.py --runs combination=runs/ \\
-        --signals signals_random1000.jsonl --baseline 'baseline_seed*.csv' [--baseline ...] --out ablation.csv
+        --signals signals_random1000.jsonl --baseline 'baseline_seed*.csv' [held_out=N] [budget_cpu_seconds=S] \\
+        [--baseline ...] --out ablation.csv
 
 Rows (one value per seed; the found cell's true test accuracy, and the ranking's Kendall tau):
 - from pipeline runs (``--runs LABEL=DIR``: DIR holds each reported run's
@@ -14,7 +15,10 @@ Rows (one value per seed; the found cell's true test accuracy, and the ranking's
   ``--ensembles`` of signals, picking the best-scored of the same random cells, with no training;
 - from ``standalone.py --random --budget-cpu-seconds`` tables (``--baseline``, one CSV per seed, named
   ``..._seed<K>.csv``): the honest baseline, random cells each given rerank's short training for the
-  pipeline's wall time, the best by validation accuracy at the last epoch.
+  pipeline's CPU time, the best by validation accuracy at the last epoch (``held_out=N``: on the
+  validation and N held-out images together, as rerank scores on 20,000; ``budget_cpu_seconds=S``: only
+  the cells that S CPU seconds train, so that a table trained with a larger budget can stand for the
+  pipeline's time measured afterwards).
 
 Prints one JSON line per row (mean, sample std, 95% interval half-width, Welch's p against the
 first --runs label) and writes --out. Only reported runs are accepted (``truth_role: report``):
@@ -37,8 +41,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 from scipy import stats
 
-from rnas.judging.rank_stats import welch_p
-from rnas.judging.rank_stats import kendall_tau
+from benchmarks.nb201_supernet.repeats import final_accuracy
+from rnas.judging.rank_stats import kendall_tau, welch_p
 
 SEED = re.compile(r"seed(\d+)")
 
@@ -81,16 +85,47 @@ def signal_rows(path: Path, ensembles: list[str]) -> dict[str, dict[int, tuple[f
     return rows
 
 
-def baseline_rows(pattern: str) -> dict[str, dict[int, tuple[float, float]]]:
-    row, cells = {}, []
+def baseline_rows(pattern: str, held_out: int | None = None,
+                  budget: float | None = None) -> dict[str, dict[int, tuple[float, float]]]:
+    """The honest baseline from one CSV per seed: each seed's pick by the final validation accuracy (with
+    ``held_out``, on the validation and the first ``held_out`` held-out images together, as ``repeats.py``
+    scores them), among the cells that a ``budget`` of CPU seconds trains (all, without one)."""
+    row, cells, images = {}, [], set()
     for path in sorted(glob.glob(pattern)):
-        frame = pd.read_csv(path)
-        last = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
-        valid = frame[f"valid_acc_{last}"]
-        row[seed_of(path)] = (float(frame["truth"][valid.idxmax()]), kendall_tau(valid.tolist(), frame["truth"].tolist()))
+        frame = within_budget(pd.read_csv(path), budget)
+        valid = final_accuracy(Path(path), held_out).loc[frame["arch"]]
+        truth = frame.set_index("arch")["truth"]
+        row[seed_of(path)] = (float(truth[valid.idxmax()]), kendall_tau(valid.tolist(), truth.tolist()))
         cells.append(len(frame))
-    return ({f"random cells, {last} epochs each, best by validation (~{round(statistics.mean(cells))} cells)": row}
-            if row else {})
+        if "valid_images" in frame:  # older tables do not say
+            images.update(int(n) + (held_out or 0) for n in frame["valid_images"])
+    if not row:
+        return {}
+    epochs = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
+    on = f" on {' or '.join(f'{n:,}' for n in sorted(images))} images" if images else ""
+    spent = f", {budget:,.0f} CPU-s" if budget is not None else ""
+    return {f"random cells, {epochs} epochs each, best by validation{on}{spent} (~{round(statistics.mean(cells))} cells)": row}
+
+
+def within_budget(frame: pd.DataFrame, budget: float | None) -> pd.DataFrame:
+    """The rows ``standalone.py --budget-cpu-seconds budget`` would have trained: each started while the
+    CPU seconds of the rows before it were under ``budget``. Lets one run with a larger budget stand for
+    a smaller one fixed afterwards (the pipeline's measured time), cutting by cost, never by outcome."""
+    if budget is None:
+        return frame
+    spent_before = frame["cpu_seconds"].cumsum() - frame["cpu_seconds"]
+    return frame[spent_before < budget]
+
+
+def baseline_spec(spec: list[str]) -> tuple[str, int | None, float | None]:
+    """``GLOB [held_out=N] [budget_cpu_seconds=S]`` (one --baseline option)."""
+    options = dict(item.split("=", 1) for item in spec[1:] if "=" in item)
+    unknown = set(options) - {"held_out", "budget_cpu_seconds"} | {i for i in spec[1:] if "=" not in i}
+    if unknown:
+        raise SystemExit(f"--baseline {' '.join(spec)}: unknown {sorted(unknown)} (held_out=N budget_cpu_seconds=S)")
+    held_out = int(options["held_out"]) if "held_out" in options else None
+    budget = float(options["budget_cpu_seconds"]) if "budget_cpu_seconds" in options else None
+    return spec[0], held_out, budget
 
 
 def summarise(label: str, by_seed: dict[int, tuple[float, float]], reference: list[float] | None) -> dict:
@@ -110,8 +145,10 @@ def main() -> None:
     parser.add_argument("--signals", type=Path, help="signals_nb201.py --random JSON lines")
     parser.add_argument("--ensembles", nargs="*", default=["params+synflow+naswot"],
                         help="ensembles of signals to report beside the single signals")
-    parser.add_argument("--baseline", action="append", default=[],
-                        help="glob of standalone.py --random CSVs, one per seed (repeat: one row per glob)")
+    parser.add_argument("--baseline", action="append", default=[], nargs="+", metavar="GLOB [KEY=VALUE]",
+                        help="glob of standalone.py --random CSVs, one per seed (repeat: one row per glob), then "
+                             "optionally held_out=N (pick on the validation and N held-out images) and "
+                             "budget_cpu_seconds=S (only the cells S CPU seconds train)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows: dict[str, dict[int, tuple[float, float]]] = {}
@@ -120,8 +157,8 @@ def main() -> None:
         rows.update(run_rows(label, Path(folder), parts=i == 0))
     if args.signals:
         rows.update(signal_rows(args.signals, args.ensembles))
-    for pattern in args.baseline:
-        rows.update(baseline_rows(pattern))
+    for spec in args.baseline:
+        rows.update(baseline_rows(*baseline_spec(spec)))
     first = next(iter(rows.values()), {})
     reference = [first[s][0] for s in sorted(first)] if first else None
     table = [summarise(label, by_seed, None if i == 0 else reference) for i, (label, by_seed) in enumerate(rows.items())]

@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="random cells drawn with --seed")
     parser.add_argument("--budget-cpu-seconds", type=float, help="train no new cell once this CPU time is spent")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--valid-every", type=int, default=1,
+                        help="validate after every this many epochs and after the last (0: after the last only, "
+                             "as nb201-cpu's rerank does)")
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--out", required=True)
@@ -90,7 +93,7 @@ def main() -> None:
         cells = space.sample_unique(args.cells, random.Random(args.seed))
     else:
         cells = reference_cells(space, args.cells, args.seed)
-    child, cfg = child_and_recipe(args.channels, args.epochs)
+    child, cfg = child_and_recipe(args.channels, args.epochs, args.valid_every)
     train_seed = args.seed if args.train_seed is None else args.train_seed
     env = RunEnv(space, device, train_seed, provenance={}, dist=DistributedContext(device=device))
     rows, checkpoint = [], Path(args.out).with_suffix(".ckpt")
@@ -103,22 +106,23 @@ def main() -> None:
         retrained = ImageTask().retrain(env, space.to_str(arch), data, child=child, train=cfg, train_on_valid=False,
                                         checkpoint=checkpoint, fingerprint=space.to_str(arch))
         checkpoint.unlink()
-        history = retrained.history
+        validated = [h for h in retrained.history if "valid_accuracy" in h]
+        held_out_cols = held_out_scores(retrained.model, held_out, args.held_out, cfg, env.dist)
         rows.append({"arch": space.to_str(arch), "truth": truth, "cpu_seconds": round(time.process_time() - start, 1),
                      "valid_images": valid_images,
-                     **{f"valid_acc_{h['epoch']}": h["valid_accuracy"] for h in history},
-                     **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in history},
-                     **held_out_scores(retrained.model, held_out, args.held_out, cfg, env.dist)})
+                     **{f"valid_acc_{h['epoch']}": h["valid_accuracy"] for h in validated},
+                     **{f"valid_loss_{h['epoch']}": h["valid_loss"] for h in validated}, **held_out_cols})
         pd.DataFrame(rows).to_csv(args.out, index=False)
-    summarise(pd.DataFrame(rows), args.epochs)
+    summarise(pd.DataFrame(rows))
 
 
-def child_and_recipe(channels: int, epochs: int) -> tuple[NB201Config, ChildTrainConfig]:
-    """The network and the short training of `nb201-cpu`'s rerank, at ``channels`` for ``epochs``."""
+def child_and_recipe(channels: int, epochs: int, valid_every: int = 1) -> tuple[NB201Config, ChildTrainConfig]:
+    """The network and the short training of `nb201-cpu`'s rerank, at ``channels`` for ``epochs``,
+    validating every ``valid_every`` epochs and after the last (0: after the last only)."""
     child = NB201Config(cells_per_stage=1, channels=channels)
     return child, ChildTrainConfig(epochs=epochs, batch_size=64, lr_max=0.05, lr_min=0.0, nesterov=True,
                                    weight_decay=5e-4, drop_path_prob=0.0, auxiliary_weight=0.0,
-                                   augment=AugmentConfig(crop_padding=2, flip=True))
+                                   augment=AugmentConfig(crop_padding=2, flip=True), valid_every=valid_every)
 
 
 def prepared_at(data: Path, resolution: int) -> Path:
@@ -162,8 +166,8 @@ def held_out_scores(model: torch.nn.Module, held_out: ImageSplit | None, sizes: 
     return scores
 
 
-def summarise(frame: pd.DataFrame, epochs: int) -> None:
-    for epoch in range(1, epochs + 1):
+def summarise(frame: pd.DataFrame) -> None:
+    for epoch in sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_")):
         scores = frame[f"valid_acc_{epoch}"].tolist()
         quality = ranking(scores, frame["truth"].tolist())
         print(json.dumps({"epochs": epoch, "cells": len(frame), **{k: round(v, 3) for k, v in quality.items()},
