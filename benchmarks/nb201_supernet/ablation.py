@@ -41,7 +41,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pandas as pd
 from scipy import stats
 
-from benchmarks.nb201_supernet.repeats import final_accuracy
+from benchmarks.nb201_supernet.repeats import final_accuracy_of
+from benchmarks.nb201_supernet.standalone import validated_epochs
 from rnas.judging.rank_stats import kendall_tau, welch_p
 
 SEED = re.compile(r"seed(\d+)")
@@ -92,16 +93,15 @@ def baseline_rows(pattern: str, held_out: int | None = None,
     scores them), among the cells that a ``budget`` of CPU seconds trains (all, without one)."""
     row, cells, images = {}, [], set()
     for path in sorted(glob.glob(pattern)):
-        frame = within_budget(pd.read_csv(path), budget)
-        valid = final_accuracy(Path(path), held_out).loc[frame["arch"]]
-        truth = frame.set_index("arch")["truth"]
+        frame = within_budget(pd.read_csv(path), budget).set_index("arch")
+        valid, truth = final_accuracy_of(frame, held_out, path), frame["truth"]
         row[seed_of(path)] = (float(truth[valid.idxmax()]), kendall_tau(valid.tolist(), truth.tolist()))
         cells.append(len(frame))
         if "valid_images" in frame:  # older tables do not say
             images.update(int(n) + (held_out or 0) for n in frame["valid_images"])
     if not row:
         return {}
-    epochs = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
+    epochs = validated_epochs(frame)[-1]
     on = f" on {' or '.join(f'{n:,}' for n in sorted(images))} images" if images else ""
     spent = f", {budget:,.0f} CPU-s" if budget is not None else ""
     return {f"random cells, {epochs} epochs each, best by validation{on}{spent} (~{round(statistics.mean(cells))} cells)": row}
@@ -120,7 +120,7 @@ def within_budget(frame: pd.DataFrame, budget: float | None) -> pd.DataFrame:
 def baseline_spec(spec: list[str]) -> tuple[str, int | None, float | None]:
     """``GLOB [held_out=N] [budget_cpu_seconds=S]`` (one --baseline option)."""
     options = dict(item.split("=", 1) for item in spec[1:] if "=" in item)
-    unknown = set(options) - {"held_out", "budget_cpu_seconds"} | {i for i in spec[1:] if "=" not in i}
+    unknown = (set(options) - {"held_out", "budget_cpu_seconds"}) | {i for i in spec[1:] if "=" not in i}
     if unknown:
         raise SystemExit(f"--baseline {' '.join(spec)}: unknown {sorted(unknown)} (held_out=N budget_cpu_seconds=S)")
     held_out = int(options["held_out"]) if "held_out" in options else None

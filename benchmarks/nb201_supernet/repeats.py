@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import pandas as pd
 
+from benchmarks.nb201_supernet.standalone import validated_epochs
 from benchmarks.nb201_supernet.tuning_run import tuning_oracle
 from rnas.judging.rank_stats import kendall_tau
 from rnas.judging.truth import true_accuracies
@@ -36,12 +37,16 @@ from rnas.spaces.nb201 import NB201Space
 def final_accuracy(path: Path, held_out: int | None = None) -> pd.Series:
     """Each cell's validation accuracy after the file's last epoch, by arch; with ``held_out``, the
     accuracy on the validation images and the first ``held_out`` held-out images together."""
-    frame = pd.read_csv(path).set_index("arch")
-    last = max(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
+    return final_accuracy_of(pd.read_csv(path).set_index("arch"), held_out, path)
+
+
+def final_accuracy_of(frame: pd.DataFrame, held_out: int | None, source: str | Path) -> pd.Series:
+    """``final_accuracy`` of a standalone.py table already read (indexed by arch) from ``source``."""
+    last = validated_epochs(frame)[-1]
     if held_out is None:
         return frame[f"valid_acc_{last}"]
     if f"held_out_acc_{held_out}" not in frame.columns:
-        raise SystemExit(f"{path}: no held_out_acc_{held_out} column (standalone.py --held-out {held_out})")
+        raise SystemExit(f"{source}: no held_out_acc_{held_out} column (standalone.py --held-out {held_out})")
     n_valid = frame["valid_images"]
     return (frame[f"valid_acc_{last}"] * n_valid + frame[f"held_out_acc_{held_out}"] * held_out) / (n_valid + held_out)
 

@@ -166,8 +166,13 @@ def held_out_scores(model: torch.nn.Module, held_out: ImageSplit | None, sizes: 
     return scores
 
 
+def validated_epochs(frame: pd.DataFrame) -> list[int]:
+    """The epochs a table of this script holds validation accuracies for (``valid_acc_<epoch>``), in order."""
+    return sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_"))
+
+
 def summarise(frame: pd.DataFrame) -> None:
-    for epoch in sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("valid_acc_")):
+    for epoch in validated_epochs(frame):
         scores = frame[f"valid_acc_{epoch}"].tolist()
         quality = ranking(scores, frame["truth"].tolist())
         print(json.dumps({"epochs": epoch, "cells": len(frame), **{k: round(v, 3) for k, v in quality.items()},
